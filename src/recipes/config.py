@@ -1,0 +1,255 @@
+"""Typed configuration schema (registered in Hydra's ConfigStore) and cross-field validation.
+
+Every YAML file under ``conf/`` is merged onto these dataclasses, so a misspelt key or a value
+of the wrong type fails when Hydra composes the config, before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from recipes.errors import ConfigError
+
+__all__ = ["ConfigError", "TrainConfig", "register_configs", "conf_dir", "validate"]
+
+
+@dataclass
+class RopeScalingConfig:
+    """Llama 3.1's RoPE frequency scaling (the ``llama3`` rope type)."""
+
+    factor: float = 8.0
+    """How much the low frequencies are stretched."""
+    low_freq_factor: float = 1.0
+    """Wavelengths above original_max_position / low_freq_factor are fully scaled."""
+    high_freq_factor: float = 4.0
+    """Wavelengths below original_max_position / high_freq_factor are left unscaled."""
+    original_max_position: int = 8192
+    """Context length the base model was pretrained with before scaling."""
+
+
+@dataclass
+class ModelConfig:
+    """Llama 3.1 architecture hyperparameters."""
+
+    name: str = MISSING
+    """Name of the model, e.g. llama31_8b; used in run ids and reports."""
+    dim: int = MISSING
+    """Hidden size."""
+    n_layers: int = MISSING
+    """Number of transformer blocks."""
+    n_heads: int = MISSING
+    """Number of query heads."""
+    n_kv_heads: int = MISSING
+    """Number of key/value heads (grouped-query attention)."""
+    ffn_dim: int = MISSING
+    """Inner size of the SwiGLU feed-forward network."""
+    vocab_size: int = 128256
+    """Vocabulary size of the embedding and output head."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+    rope_theta: float = 500000.0
+    """RoPE base frequency."""
+    rope_scaling: RopeScalingConfig | None = field(default_factory=RopeScalingConfig)
+    """Llama 3.1 RoPE frequency scaling; null for plain RoPE."""
+    max_seq_len: int = 131072
+    """Longest sequence the RoPE table is built for."""
+    init_std: float = 0.02
+    """Standard deviation of the normal weight initialisation."""
+
+
+@dataclass
+class DTypeConfig:
+    """Numeric format of the training step."""
+
+    name: str = "auto"
+    """fp32, bf16, or auto (bf16 where a GPU is present, fp32 otherwise)."""
+
+
+@dataclass
+class ParallelismConfig:
+    """Parallel layout; the degrees multiply to the world size."""
+
+    dp_replicate: int = 1
+    """Data-parallel replicas (the replicate dimension of HSDP)."""
+    dp_shard: int = -1
+    """Data-parallel shards (FSDP); -1 takes whatever the other degrees leave."""
+    tp: int = 1
+    """Tensor-parallel degree."""
+    pp: int = 1
+    """Pipeline-parallel degree."""
+    vp: int = 1
+    """Virtual pipeline stages per pipeline rank (interleaved schedule when > 1)."""
+    cp: int = 1
+    """Context-parallel degree (sequence split across ranks inside attention)."""
+    sequence_parallel: bool = False
+    """Shard norms and dropout along the sequence across the tensor-parallel group."""
+
+
+@dataclass
+class BackendConfig:
+    """The engine that runs the model and its parallelism."""
+
+    name: str = "native"
+    """native (pure PyTorch) or megatron (Megatron-core)."""
+
+
+@dataclass
+class DataConfig:
+    """Where training tokens come from."""
+
+    name: str = "synthetic"
+    """synthetic: seeded, learnable token sequences generated on the fly."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+
+@dataclass
+class ClusterConfig:
+    """The machine(s) the job runs on."""
+
+    name: str = "local"
+    """local (this machine, or torchrun) or slurm."""
+    accelerator: str = "auto"
+    """auto, gpu or cpu; auto takes the GPU where one is present."""
+    num_gpus: int | None = None
+    """World size a dry run plans for; null means the processes actually launched."""
+    peak_tflops: float | None = None
+    """Dense peak TFLOPS per device for MFU on hardware missing from the peak table."""
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation and step shape; one step is one global batch."""
+
+    max_steps: int = 20
+    """Optimizer steps to run."""
+    seq_len: int = 256
+    """Tokens per sample."""
+    micro_batch_size: int = 1
+    """Samples per forward/backward on one data-parallel rank."""
+    global_batch_size: int = 8
+    """Samples per optimizer step, across all data-parallel ranks."""
+    lr: float = 3e-4
+    """Peak learning rate of AdamW."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate of the cosine decay, as a fraction of lr."""
+    warmup_steps: int = 2
+    """Linear warmup steps before the cosine decay."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clipping threshold; 0 disables clipping."""
+    timing_warmup_steps: int = 2
+    """Leading steps left out of the steady-state timing mean and spread."""
+    log_every_n_steps: int = 1
+    """How often the per-step log line is printed (metrics.jsonl gets every step)."""
+
+
+@dataclass
+class TrainConfig:
+    """Root of the composed configuration."""
+
+    model: ModelConfig = MISSING
+    """Model architecture (group ``model``)."""
+    dtype: DTypeConfig = field(default_factory=DTypeConfig)
+    """Numeric format (group ``dtype``)."""
+    parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)
+    """Parallel layout (group ``parallelism``)."""
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    """Engine (group ``backend``)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training data (group ``data``)."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """Machine description (group ``cluster``)."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Optimisation and step shape."""
+    seed: int = 1234
+    """Seed for weights and synthetic data; the same seed gives the same run."""
+    dry_run: bool = False
+    """Validate and plan only: no process group, no GPU."""
+    output_dir: str = "results"
+    """Folder that receives one new run folder per run."""
+    run_name: str | None = None
+    """Prefix of the run id; null derives it from model and dtype."""
+
+
+def register_configs() -> None:
+    """Store the schema so ``conf/train.yaml`` can name it in its defaults list."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def conf_dir() -> Path:
+    """The Hydra config root: inside the installed package, or ``conf/`` of a source checkout."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """Resolved plain-dict view of a config, for YAML/JSON output."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+DTYPES = ("fp32", "bf16")
+DATA_SOURCES = ("synthetic",)
+ACCELERATORS = ("auto", "cpu", "gpu")
+
+
+def _one_of(field_name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{field_name}={value!r} is not one of {list(allowed)}; pick one of them")
+
+
+def resolve_auto(cfg: DictConfig, *, cuda_available: bool) -> None:
+    """Replace ``auto`` choices with what this machine runs, so the saved config is explicit."""
+    _one_of("cluster.accelerator", cfg.cluster.accelerator, ACCELERATORS)
+    if cfg.cluster.accelerator == "gpu" and not cuda_available:
+        raise ConfigError(
+            "cluster.accelerator='gpu' but torch sees no GPU on this machine; "
+            "use cluster.accelerator=cpu (or auto) or run where a GPU is visible"
+        )
+    if cfg.cluster.accelerator == "auto":
+        cfg.cluster.accelerator = "gpu" if cuda_available else "cpu"
+    if cfg.dtype.name == "auto":
+        cfg.dtype.name = "bf16" if cfg.cluster.accelerator == "gpu" else "fp32"
+
+
+def validate(cfg: DictConfig, world_size: int):
+    """Check every cross-field rule; return the resolved parallel layout."""
+    from recipes.plan.layout import check_fits_model, resolve_layout
+
+    _one_of("dtype", cfg.dtype.name, DTYPES)
+    _one_of("data", cfg.data.name, DATA_SOURCES)
+    model, trainer = cfg.model, cfg.trainer
+    if model.dim % model.n_heads or (model.dim // model.n_heads) % 2:
+        raise ConfigError(
+            f"model.dim={model.dim} must split into model.n_heads={model.n_heads} heads of even "
+            "size (RoPE rotates pairs); change dim or n_heads"
+        )
+    if model.n_heads % model.n_kv_heads:
+        raise ConfigError(
+            f"model.n_kv_heads={model.n_kv_heads} does not divide model.n_heads={model.n_heads} "
+            "(grouped-query attention shares each KV head by a whole group); change n_kv_heads"
+        )
+    if trainer.seq_len > model.max_seq_len:
+        raise ConfigError(
+            f"trainer.seq_len={trainer.seq_len} exceeds model.max_seq_len={model.max_seq_len}; "
+            f"use seq_len <= {model.max_seq_len}"
+        )
+    for key in ("max_steps", "seq_len", "micro_batch_size", "global_batch_size"):
+        if trainer[key] < 1:
+            raise ConfigError(f"trainer.{key}={trainer[key]} must be >= 1")
+    if trainer.timing_warmup_steps >= trainer.max_steps:
+        raise ConfigError(
+            f"trainer.timing_warmup_steps={trainer.timing_warmup_steps} leaves no steady-state "
+            f"step out of trainer.max_steps={trainer.max_steps}; use max_steps > "
+            f"{trainer.timing_warmup_steps} or a smaller timing_warmup_steps"
+        )
+    layout = resolve_layout(cfg.parallelism, world_size)
+    check_fits_model(layout, cfg)
+    return layout

@@ -1,0 +1,1 @@
+"""CPU-only planning: parallel layout, validation, and (for dry runs) FLOPs and memory estimates."""

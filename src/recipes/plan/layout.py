@@ -1,0 +1,123 @@
+"""Resolve and validate the parallel layout before any process group exists.
+
+Every rule raises :class:`recipes.config.ConfigError` naming the field, the value, the rule and
+the nearest valid values (torchtitan ``ParallelDims._validate`` is the model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from recipes.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Resolved parallel degrees; their product is the world size."""
+
+    world_size: int
+    dp_replicate: int
+    dp_shard: int
+    tp: int
+    pp: int
+    vp: int
+    cp: int
+    sequence_parallel: bool
+
+    @property
+    def dp(self) -> int:
+        """Data-parallel size (replicas x shards): how many ranks split the global batch."""
+        return self.dp_replicate * self.dp_shard
+
+    @property
+    def is_single_process(self) -> bool:
+        return self.world_size == 1
+
+
+def divisors(n: int) -> list[int]:
+    """Positive divisors of ``n`` in increasing order."""
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _choices(values: list[int]) -> str:
+    return "{" + ", ".join(str(v) for v in values) + "}"
+
+
+def _nearest_multiples(value: int, step: int) -> str:
+    below = max(step, value // step * step)
+    above = below + step if below < value else below
+    return f"{below}" if below == above else f"{below} or {above}"
+
+
+def resolve_layout(par: DictConfig, world_size: int) -> Layout:
+    """Fill ``dp_shard=-1`` from the world size and check the degrees multiply to it."""
+    for key in ("dp_replicate", "tp", "pp", "vp", "cp"):
+        if par[key] < 1:
+            raise ConfigError(f"parallelism.{key}={par[key]} must be >= 1; use {key}=1 to disable")
+    fixed = par.dp_replicate * par.tp * par.pp * par.cp
+    dp_shard = par.dp_shard
+    if dp_shard == -1:
+        if world_size % fixed:
+            raise ConfigError(
+                f"parallelism: dp_replicate*tp*pp*cp={fixed} does not divide the world size "
+                f"{world_size}; choose degrees whose product divides {world_size}"
+            )
+        dp_shard = world_size // fixed
+    elif dp_shard < 1:
+        raise ConfigError(f"parallelism.dp_shard={dp_shard} must be >= 1, or -1 for the rest")
+    if fixed * dp_shard != world_size:
+        raise ConfigError(
+            f"parallelism: dp_replicate*dp_shard*tp*pp*cp={fixed * dp_shard} must equal the world "
+            f"size {world_size}; set parallelism.dp_shard=-1 or launch {fixed * dp_shard} processes"
+        )
+    if par.vp > 1 and par.pp == 1:
+        raise ConfigError(f"parallelism.vp={par.vp} needs pipeline parallelism; set pp >= 2 or vp=1")
+    if par.sequence_parallel and par.tp == 1:
+        raise ConfigError(
+            "parallelism.sequence_parallel=true needs tp >= 2; set tp >= 2 or sequence_parallel=false"
+        )
+    return Layout(
+        world_size=world_size,
+        dp_replicate=par.dp_replicate,
+        dp_shard=dp_shard,
+        tp=par.tp,
+        pp=par.pp,
+        vp=par.vp,
+        cp=par.cp,
+        sequence_parallel=par.sequence_parallel,
+    )
+
+
+def check_fits_model(layout: Layout, cfg: DictConfig) -> None:
+    """Divisibility rules between the layout, the model and the batch shape."""
+    model, trainer = cfg.model, cfg.trainer
+    for heads_key in ("n_heads", "n_kv_heads"):
+        heads = model[heads_key]
+        if heads % layout.tp:
+            valid = [d for d in divisors(model.n_kv_heads) if model.n_heads % d == 0]
+            raise ConfigError(
+                f"parallelism.tp={layout.tp} does not divide model.{heads_key}={heads}; "
+                f"use tp in {_choices(valid)}"
+            )
+    stages = layout.pp * layout.vp
+    if model.n_layers % stages:
+        valid = [d for d in divisors(model.n_layers) if d % layout.pp == 0 and d > 1]
+        raise ConfigError(
+            f"parallelism.pp*vp={layout.pp}*{layout.vp}={stages} does not divide "
+            f"model.n_layers={model.n_layers}; use pp*vp in {_choices(valid or [1])}"
+        )
+    if layout.cp > 1 and trainer.seq_len % (2 * layout.cp):
+        raise ConfigError(
+            f"trainer.seq_len={trainer.seq_len} is not divisible by 2*parallelism.cp="
+            f"{2 * layout.cp} (load-balanced context parallelism splits each sequence into "
+            f"2*cp chunks); use seq_len={_nearest_multiples(trainer.seq_len, 2 * layout.cp)}"
+        )
+    per_step = trainer.micro_batch_size * layout.dp
+    if trainer.global_batch_size % per_step:
+        raise ConfigError(
+            f"trainer.global_batch_size={trainer.global_batch_size} is not divisible by "
+            f"micro_batch_size*dp={trainer.micro_batch_size}*{layout.dp}={per_step}; use "
+            f"global_batch_size={_nearest_multiples(trainer.global_batch_size, per_step)}"
+        )

@@ -1,0 +1,1 @@
+"""Run folders and what goes in them: config, per-step metrics, summary, manifest."""

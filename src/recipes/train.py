@@ -1,0 +1,124 @@
+"""``recipes-train``: compose -> validate -> (plan) -> backend -> Trainer.fit -> summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from recipes import distributed, metrics
+from recipes.backends import get_backend
+from recipes.callbacks.benchmark import BenchmarkCallback
+from recipes.config import conf_dir, register_configs, resolve_auto, validate
+from recipes.data import TokenDataModule
+from recipes.errors import ConfigError
+from recipes.plan.layout import Layout
+from recipes.results.summary import RunShape
+
+log = logging.getLogger("recipes")
+
+register_configs()
+
+
+def setup_logging(rank: int) -> None:
+    """INFO on rank 0, warnings only elsewhere, so a multi-rank log reads like one."""
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s - %(name)s - %(message)s",
+        stream=sys.stdout,
+        force=True,  # replace Hydra's own handler so every line has one format
+    )
+
+
+def device_name(cfg: DictConfig) -> str:
+    """The accelerator's name as the peak table knows it, or ``cpu``."""
+    return torch.cuda.get_device_name() if cfg.cluster.accelerator == "gpu" else "cpu"
+
+
+def run_shape(cfg: DictConfig, layout: Layout) -> RunShape:
+    """FLOPs per step and the peak that MFU is measured against, fixed for the whole run."""
+    name, dtype = device_name(cfg), cfg.dtype.name
+    peak = metrics.peak_for(name, dtype, cfg.cluster.peak_tflops)
+    flops = {
+        convention: metrics.flops_per_step(
+            cfg.model,
+            seq_len=cfg.trainer.seq_len,
+            global_batch_size=cfg.trainer.global_batch_size,
+            convention=convention,
+        )
+        for convention in metrics.FLOPS_CONVENTIONS
+    }
+    return RunShape(
+        seq_len=cfg.trainer.seq_len,
+        global_batch_size=cfg.trainer.global_batch_size,
+        num_gpus=layout.world_size,
+        flops_per_step=flops,
+        peak=peak,
+        peak_bf16=metrics.peak_for(name, "bf16") if dtype == "fp8" else None,
+        peak_note=None if peak else metrics.peak_unknown_reason(name, dtype),
+    )
+
+
+def check_and_plan(cfg: DictConfig) -> Layout:
+    """All validation, before any process group or GPU is touched."""
+    resolve_auto(cfg, cuda_available=torch.cuda.is_available())
+    launched = distributed.world_size()
+    planned = cfg.cluster.num_gpus
+    if planned is not None and not cfg.dry_run and planned != launched:
+        raise ConfigError(
+            f"cluster.num_gpus={planned} but {launched} processes were launched; cluster.num_gpus "
+            "is what a dry run plans for: drop it, or add dry_run=true"
+        )
+    layout = validate(cfg, planned if cfg.dry_run and planned else launched)
+    get_backend(cfg.backend.name).validate(cfg, layout)
+    return layout
+
+
+def run(cfg: DictConfig) -> dict | None:
+    """Train (or, with ``dry_run``, only plan) and return the run summary."""
+    layout = check_and_plan(cfg)
+    if cfg.dry_run:
+        from recipes.plan.estimate import dry_run
+
+        return dry_run(cfg, layout)
+    backend = get_backend(cfg.backend.name)
+    L.seed_everything(cfg.seed, verbose=False)
+    bench = BenchmarkCallback(cfg, run_shape(cfg, layout), layout.world_size)
+    trainer = L.Trainer(
+        max_steps=cfg.trainer.max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[bench],
+        **backend.trainer_kwargs(cfg, layout),
+    )
+    trainer.fit(backend.build_module(cfg, layout), datamodule=TokenDataModule(cfg))
+    return bench.summary
+
+
+@hydra.main(version_base=None, config_path=str(conf_dir()), config_name="train")
+def main(cfg: DictConfig) -> dict | None:
+    """Console entry point ``recipes-train``."""
+    rank = distributed.global_rank()
+    setup_logging(rank)
+    try:
+        summary = run(cfg)
+    except ConfigError as err:
+        log.error("configuration error: %s", err)
+        sys.exit(2)
+    if rank == 0 and summary is not None:
+        print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Every config-group combination composes; typos, wrong types and bad relations fail early."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from recipes.config import conf_dir, resolve_auto, validate
+from recipes.errors import ConfigError
+from recipes.models.llama import num_params
+
+GROUPS = ("model", "dtype", "parallelism", "backend", "data", "cluster")
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+COMBINATIONS = list(itertools.product(*(group_options(g) for g in GROUPS)))
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert group_options(group), group
+
+
+@pytest.mark.parametrize("choice", COMBINATIONS, ids=lambda c: "-".join(c))
+def test_every_combination_composes_and_validates(compose_cfg, choice):
+    cfg = compose_cfg(*(f"{g}={c}" for g, c in zip(GROUPS, choice, strict=True)))
+    assert cfg.model.name == choice[0]
+    resolve_auto(cfg, cuda_available=False)
+    layout = validate(cfg, world_size=1)
+    assert layout.dp == 1
+    assert num_params(cfg.model) > 0
+
+
+def test_default_is_the_tiny_model_on_cpu(compose_cfg):
+    cfg = compose_cfg()
+    resolve_auto(cfg, cuda_available=False)
+    assert (cfg.model.name, cfg.dtype.name, cfg.cluster.accelerator) == (
+        "llama31_debug",
+        "fp32",
+        "cpu",
+    )
+    cfg = compose_cfg()
+    resolve_auto(cfg, cuda_available=True)
+    assert (cfg.dtype.name, cfg.cluster.accelerator) == ("bf16", "gpu")
+
+
+@pytest.mark.parametrize(
+    "model, dims",
+    [
+        ("llama31_8b", (4096, 32, 32, 8, 14336)),
+        ("llama31_70b", (8192, 80, 64, 8, 28672)),
+        ("llama31_405b", (16384, 126, 128, 8, 53248)),
+    ],
+)
+def test_llama31_hyperparameters(compose_cfg, model, dims):
+    m = compose_cfg(f"model={model}").model
+    assert (m.dim, m.n_layers, m.n_heads, m.n_kv_heads, m.ffn_dim) == dims
+    assert (m.vocab_size, m.norm_eps, m.rope_theta) == (128256, 1e-5, 500000.0)
+    scaling = m.rope_scaling
+    assert (scaling.factor, scaling.low_freq_factor, scaling.high_freq_factor) == (8, 1, 4)
+    assert scaling.original_max_position == 8192
+
+
+def test_misspelt_key_fails_at_compose(compose_cfg):
+    with pytest.raises(ConfigCompositionException, match="tpp"):
+        compose_cfg("parallelism.tpp=2")
+
+
+def test_wrong_type_fails_at_compose(compose_cfg):
+    with pytest.raises((ConfigCompositionException, ValidationError), match="max_steps"):
+        compose_cfg("trainer.max_steps=many")
+
+
+def test_unknown_group_option_fails(compose_cfg):
+    with pytest.raises(ConfigCompositionException, match="llama31_7b"):
+        compose_cfg("model=llama31_7b")
+
+
+@pytest.mark.parametrize(
+    "overrides, world, message",
+    [
+        (["parallelism.tp=3"], 3, r"parallelism.tp=3 does not divide model.n_heads=8; use tp in"),
+        (["parallelism.tp=2", "parallelism.dp_shard=2"], 2, r"must equal the world size 2"),
+        (["parallelism.pp=3"], 3, r"pp\*vp=3\*1=3 does not divide model.n_layers=4"),
+        (["parallelism.cp=2", "trainer.seq_len=250"], 2, r"use seq_len=248 or 252"),
+        (
+            ["trainer.global_batch_size=7"],
+            2,
+            r"global_batch_size=7 .* use global_batch_size=6 or 8",
+        ),
+        (["parallelism.vp=2"], 1, r"vp=2 needs pipeline parallelism"),
+        (["parallelism.sequence_parallel=true"], 1, r"sequence_parallel=true needs tp >= 2"),
+        (["trainer.seq_len=9000"], 1, r"seq_len=9000 exceeds model.max_seq_len=8192"),
+        (["trainer.max_steps=2"], 1, r"timing_warmup_steps=2 leaves no steady-state"),
+        (["model.n_kv_heads=3"], 1, r"n_kv_heads=3 does not divide model.n_heads=8"),
+        (["cluster.accelerator=tpu"], 1, r"cluster.accelerator='tpu' is not one of"),
+    ],
+)
+def test_bad_relations_name_field_value_rule_and_fix(compose_cfg, overrides, world, message):
+    cfg = compose_cfg(*overrides)
+    with pytest.raises(ConfigError, match=message):
+        resolve_auto(cfg, cuda_available=False)
+        validate(cfg, world_size=world)
+
+
+def test_gpu_requested_without_gpu_fails(compose_cfg):
+    cfg = compose_cfg("cluster.accelerator=gpu")
+    with pytest.raises(ConfigError, match="torch sees no GPU"):
+        resolve_auto(cfg, cuda_available=False)
+
+
+def test_dp_shard_takes_the_rest(compose_cfg):
+    cfg = compose_cfg(
+        "model=llama31_405b",
+        "parallelism.tp=8",
+        "parallelism.pp=9",
+        "parallelism.vp=7",
+        "parallelism.cp=2",
+        "trainer.seq_len=8192",
+        "trainer.global_batch_size=252",
+    )
+    resolve_auto(cfg, cuda_available=True)
+    layout = validate(cfg, world_size=576)
+    assert (layout.dp_shard, layout.dp, layout.tp * layout.pp * layout.cp) == (4, 4, 144)
