@@ -117,6 +117,8 @@ class ClusterConfig:
     """auto, gpu or cpu; auto takes the GPU where one is present."""
     num_gpus: int | None = None
     """World size a dry run plans for; null means the processes actually launched."""
+    gpu_type: str | None = None
+    """GPU a dry run plans for, a key of recipes.metrics.PEAK_TFLOPS (h100_sxm, h200, b200, ...)."""
     peak_tflops: float | None = None
     """Dense peak TFLOPS per device for MFU on hardware missing from the peak table."""
 
@@ -207,7 +209,13 @@ def _one_of(field_name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 def resolve_auto(cfg: DictConfig, *, cuda_available: bool) -> None:
     """Replace ``auto`` choices with what this machine runs, so the saved config is explicit."""
+    from recipes.metrics import PEAK_TFLOPS
+
     _one_of("cluster.accelerator", cfg.cluster.accelerator, ACCELERATORS)
+    if cfg.cluster.gpu_type is not None:
+        _one_of("cluster.gpu_type", cfg.cluster.gpu_type, tuple(PEAK_TFLOPS))
+    # A dry run plans for the named GPU type without needing one here.
+    cuda_available = cuda_available or (cfg.dry_run and cfg.cluster.gpu_type is not None)
     if cfg.cluster.accelerator == "gpu" and not cuda_available:
         raise ConfigError(
             "cluster.accelerator='gpu' but torch sees no GPU on this machine; "
@@ -221,21 +229,13 @@ def resolve_auto(cfg: DictConfig, *, cuda_available: bool) -> None:
 
 def validate(cfg: DictConfig, world_size: int):
     """Check every cross-field rule; return the resolved parallel layout."""
+    from recipes.models.llama import check_shape
     from recipes.plan.layout import check_fits_model, resolve_layout
 
     _one_of("dtype", cfg.dtype.name, DTYPES)
     _one_of("data", cfg.data.name, DATA_SOURCES)
+    check_shape(cfg.model)
     model, trainer = cfg.model, cfg.trainer
-    if model.dim % model.n_heads or (model.dim // model.n_heads) % 2:
-        raise ConfigError(
-            f"model.dim={model.dim} must split into model.n_heads={model.n_heads} heads of even "
-            "size (RoPE rotates pairs); change dim or n_heads"
-        )
-    if model.n_heads % model.n_kv_heads:
-        raise ConfigError(
-            f"model.n_kv_heads={model.n_kv_heads} does not divide model.n_heads={model.n_heads} "
-            "(grouped-query attention shares each KV head by a whole group); change n_kv_heads"
-        )
     if trainer.seq_len > model.max_seq_len:
         raise ConfigError(
             f"trainer.seq_len={trainer.seq_len} exceeds model.max_seq_len={model.max_seq_len}; "

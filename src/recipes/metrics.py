@@ -58,6 +58,20 @@ PEAK_TFLOPS: dict[str, dict[str, float | None]] = {
     "mi300x": {"bf16": 1307.4, "fp8": 2614.9, "tf32": 653.7},
 }
 
+# Memory per device from the same datasheets. Their "GB" of HBM are binary (an H100's 80 GB
+# is 81,559 MiB as torch reports it), so the figures are GiB. A100 also ships with 40 GB.
+DEVICE_MEMORY_GIB: dict[str, float] = {
+    "h100_sxm": 80,
+    "h100_pcie": 80,
+    "h100_nvl": 94,
+    "h200": 141,
+    "b200": 180,
+    "gb200": 186,
+    "a100": 80,
+    "mi250x": 64,  # per GCD
+    "mi300x": 192,
+}
+
 # torch.cuda.get_device_name() strings, matched whole and case-insensitively. Only names whose
 # peak is known exactly; anything else (H200 NVL, GH200, H800, MIG slices, cpu) maps to None.
 _DEVICE_NAMES: tuple[tuple[str, str], ...] = (
@@ -184,6 +198,8 @@ def flops_per_step(
 def device_key(device_name: str) -> str | None:
     """PEAK_TFLOPS key for a torch.cuda.get_device_name() string; None when not known exactly."""
     name = " ".join(device_name.split()).lower()
+    if name in PEAK_TFLOPS:  # already a key, e.g. cluster.gpu_type=h100_sxm for a dry run
+        return name
     for pattern, key in _DEVICE_NAMES:
         if re.fullmatch(pattern, name):
             return key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 
 import hydra
 import lightning as L
@@ -23,6 +24,8 @@ from recipes.results.summary import RunShape
 log = logging.getLogger("recipes")
 
 register_configs()
+# Lightning 2.6 calls a torch pytree API that newer torch deprecates; it changes nothing here.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def setup_logging(rank: int) -> None:

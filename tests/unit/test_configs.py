@@ -98,7 +98,7 @@ def test_unknown_group_option_fails(compose_cfg):
         (["parallelism.sequence_parallel=true"], 1, r"sequence_parallel=true needs tp >= 2"),
         (["trainer.seq_len=9000"], 1, r"seq_len=9000 exceeds model.max_seq_len=8192"),
         (["trainer.max_steps=2"], 1, r"timing_warmup_steps=2 leaves no steady-state"),
-        (["model.n_kv_heads=3"], 1, r"n_kv_heads=3 does not divide model.n_heads=8"),
+        (["model.n_kv_heads=3"], 1, r"model.n_heads=8 is not divisible by model.n_kv_heads=3"),
         (["cluster.accelerator=tpu"], 1, r"cluster.accelerator='tpu' is not one of"),
     ],
 )

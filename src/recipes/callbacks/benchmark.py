@@ -67,6 +67,7 @@ class BenchmarkCallback(L.Callback):
         self.invalid_reason: str | None = None
         self.summary: dict[str, Any] | None = None
         self._t0 = 0.0
+        self._log_file: logging.Handler | None = None
 
     # -- run folder ---------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -79,10 +80,17 @@ class BenchmarkCallback(L.Callback):
             return
         write_new(self.run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
         write_json(self.run_dir / "manifest.json", build_manifest(self.world_size))
-        handler = logging.FileHandler(self.run_dir / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(message)s"))
-        logging.getLogger().addHandler(handler)
+        self._log_file = logging.FileHandler(self.run_dir / "train.log")
+        self._log_file.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(message)s"))
+        logging.getLogger().addHandler(self._log_file)
+        log.setLevel(logging.INFO)  # the log file gets every step even when the console is quiet
         log.info("run folder: %s", self.run_dir)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._log_file is not None:
+            logging.getLogger().removeHandler(self._log_file)
+            self._log_file.close()
+            self._log_file = None
 
     # -- timing -------------------------------------------------------------------------------
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -112,8 +120,10 @@ class BenchmarkCallback(L.Callback):
             if record["step"] % self.cfg.trainer.log_every_n_steps == 0 or not is_finite(loss):
                 log.info(format_line(record))
         if not is_finite(loss, grad_norm):
-            self.invalid_reason = f"non-finite loss={loss} or grad_norm={grad_norm} at step "
-            self.invalid_reason += str(record["step"])
+            bad = ", ".join(
+                f"{k}={record[k]}" for k in ("loss", "grad_norm") if not is_finite(record[k])
+            )
+            self.invalid_reason = f"non-finite {bad} at step {record['step']}"
             log.error("run marked invalid: %s; stopping", self.invalid_reason)
             trainer.should_stop = True
 
@@ -132,7 +142,9 @@ class BenchmarkCallback(L.Callback):
             self.records, self.shape, timing_warmup_steps=self.cfg.trainer.timing_warmup_steps
         )
         if len(self.records) < self.cfg.trainer.max_steps and self.invalid_reason is None:
-            self.invalid_reason = f"stopped after {len(self.records)} of {self.cfg.trainer.max_steps}"
+            self.invalid_reason = (
+                f"stopped after {len(self.records)} of {self.cfg.trainer.max_steps}"
+            )
         self.summary = {
             "valid": self.invalid_reason is None,
             "invalid_reason": self.invalid_reason,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+
 class SyntheticTokens(Dataset):
     """``num_samples`` sequences of ``seq_len + 1`` token ids (inputs and shifted labels)."""
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recipes.config import ConfigError, ModelConfig, RopeScalingConfig
+from recipes.config import ModelConfig, RopeScalingConfig
+from recipes.errors import ConfigError
 
 
 def rope_inv_freq(
@@ -175,7 +176,7 @@ class TransformerBlock(nn.Module):
         self.ffn_norm.reset_parameters()
 
 
-def _validate(cfg: ModelConfig) -> None:
+def check_shape(cfg: ModelConfig) -> None:
     """Reject shapes the attention cannot be built with, naming the field and a fix."""
     if cfg.dim % cfg.n_heads:
         raise ConfigError(
@@ -203,7 +204,7 @@ class Llama(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        _validate(cfg)
+        check_shape(cfg)
         self.cfg = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         # A dict keyed by the original index keeps parameter names stable when a pipeline

@@ -62,7 +62,8 @@ def resolve_layout(par: DictConfig, world_size: int) -> Layout:
         if world_size % fixed:
             raise ConfigError(
                 f"parallelism: dp_replicate*tp*pp*cp={fixed} does not divide the world size "
-                f"{world_size}; choose degrees whose product divides {world_size}"
+                f"{world_size}; launch a multiple of {fixed} processes or choose degrees whose "
+                f"product divides {world_size}"
             )
         dp_shard = world_size // fixed
     elif dp_shard < 1:
@@ -73,10 +74,13 @@ def resolve_layout(par: DictConfig, world_size: int) -> Layout:
             f"size {world_size}; set parallelism.dp_shard=-1 or launch {fixed * dp_shard} processes"
         )
     if par.vp > 1 and par.pp == 1:
-        raise ConfigError(f"parallelism.vp={par.vp} needs pipeline parallelism; set pp >= 2 or vp=1")
+        raise ConfigError(
+            f"parallelism.vp={par.vp} needs pipeline parallelism; set pp >= 2 or vp=1"
+        )
     if par.sequence_parallel and par.tp == 1:
         raise ConfigError(
-            "parallelism.sequence_parallel=true needs tp >= 2; set tp >= 2 or sequence_parallel=false"
+            "parallelism.sequence_parallel=true needs tp >= 2; "
+            "set tp >= 2 or sequence_parallel=false"
         )
     return Layout(
         world_size=world_size,

@@ -1,0 +1,121 @@
+"""Dry run: predict memory per GPU and step time for a configuration, without any GPU.
+
+Memory per rank (mixed-precision AdamW, FSDP/ZeRO-3 sharding over ``dp_shard``)::
+
+    params_per_rank = (layers_per_stage * block_params + embedding and/or output head) / tp
+    model_states    = params_per_rank * 16 B / dp_shard   # fp32 master, fp32 grad, Adam m and v
+    gathered        = 2 blocks of params_per_rank, unsharded in the compute dtype (prefetch)
+    activations     = layers_per_stage * in_flight * a_block * (s / cp) * mbs * bytes
+    a_block         = 6 h + 2 h_kv + 4 F elements saved per token and block (fused attention,
+                      no recompute): norm in/out x2, q, k, v, attention out, 4 SwiGLU tensors;
+                      divided by tp (norm terms too only with sequence parallelism)
+    in_flight       = min(pp, micro-batches per step) on the first pipeline stage (1F1B), else 1
+    logits          = 2 * (s / cp) * mbs * V / tp * 4 B on the last stage (fp32 logits and grad)
+
+Step time is the compute-bound estimate ``flops_per_step / (world * peak * mfu)`` at a few
+stated MFU levels; the measured MFU of a real run says which level applies.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from recipes import metrics
+from recipes.models.llama import num_params
+from recipes.plan.layout import Layout
+from recipes.results.manifest import build_manifest
+from recipes.results.run_dir import create_run_dir, write_json, write_new
+
+log = logging.getLogger("recipes")
+
+GIB = 1024**3
+MFU_LEVELS = (0.3, 0.4, 0.5)
+"""MFU levels at which a dry run states the step time."""
+BYTES = {"fp32": 4, "bf16": 2, "fp8": 2}
+"""Bytes per activation element and per gathered parameter for each dtype."""
+
+
+def memory_per_rank(cfg: DictConfig, layout: Layout) -> dict[str, float]:
+    """Predicted peak memory of the busiest rank, by part, in GiB."""
+    model, trainer = cfg.model, cfg.trainer
+    table = model.vocab_size * model.dim
+    block = (num_params(model) - 2 * table - model.dim) / model.n_layers
+    layers_per_stage = model.n_layers / layout.pp
+    # One stage holds both embedding and output head without PP, the larger end stage with it.
+    ends = (2 * table if layout.pp == 1 else table) + model.dim
+    params = (layers_per_stage * block + ends) / layout.tp
+    width = BYTES[cfg.dtype.name]
+    kv_dim = model.n_kv_heads * model.dim // model.n_heads
+    norms = 4 * model.dim / (layout.tp if layout.sequence_parallel else 1)
+    sharded = (2 * model.dim + 2 * kv_dim + 4 * model.ffn_dim) / layout.tp
+    tokens = trainer.seq_len / layout.cp * trainer.micro_batch_size
+    micro_batches = trainer.global_batch_size // (trainer.micro_batch_size * layout.dp)
+    in_flight = min(layout.pp, micro_batches)
+    parts = {
+        "model_states": params * 16 / layout.dp_shard,
+        "gathered_params": 2 * block / layout.tp * width,
+        "activations": layers_per_stage * in_flight * (norms + sharded) * tokens * width,
+        "logits": 2 * tokens * model.vocab_size / layout.tp * 4,
+    }
+    gib = {name: value / GIB for name, value in parts.items()}
+    gib["total"] = sum(gib.values())
+    gib["params_per_rank"] = params
+    return gib
+
+
+def step_time_at_mfu(flops_per_step: float, world: int, peak: metrics.Peak | None) -> dict:
+    """Compute-bound step time at each of MFU_LEVELS (empty without a peak)."""
+    if peak is None:
+        return {}
+    return {
+        f"{level:.2f}": flops_per_step / (world * peak.tflops * 1e12 * level)
+        for level in MFU_LEVELS
+    }
+
+
+def plan(cfg: DictConfig, layout: Layout) -> dict:
+    """The dry-run plan: layout, parameters, memory, FLOPs and step time predictions."""
+    gpu = cfg.cluster.gpu_type
+    peak = metrics.peak_for(gpu or "unknown", cfg.dtype.name, cfg.cluster.peak_tflops)
+    flops = {
+        c: metrics.flops_per_step(
+            cfg.model,
+            seq_len=cfg.trainer.seq_len,
+            global_batch_size=cfg.trainer.global_batch_size,
+            convention=c,
+        )
+        for c in metrics.FLOPS_CONVENTIONS
+    }
+    memory = memory_per_rank(cfg, layout)
+    capacity_gib = metrics.DEVICE_MEMORY_GIB.get(metrics.device_key(gpu or "") or "")
+    return {
+        "model": cfg.model.name,
+        "dtype": cfg.dtype.name,
+        "gpu_type": gpu,
+        "layout": {k: getattr(layout, k) for k in layout.__dataclass_fields__},
+        "params_total": num_params(cfg.model),
+        "params_per_rank": memory.pop("params_per_rank"),
+        "memory_gib": memory,
+        "memory_capacity_gib": capacity_gib,
+        "fits": None if capacity_gib is None else memory["total"] <= capacity_gib,
+        "tokens_per_step": cfg.trainer.seq_len * cfg.trainer.global_batch_size,
+        "model_flops_per_step": flops,
+        "flops_convention": "dgxc",
+        "peak": None if peak is None else vars(peak),
+        "step_time_s_at_mfu": step_time_at_mfu(flops["dgxc"], layout.world_size, peak),
+        "note": None if peak else metrics.peak_unknown_reason(gpu or "unknown", cfg.dtype.name),
+    }
+
+
+def dry_run(cfg: DictConfig, layout: Layout) -> dict:
+    """Write ``config.yaml``, ``manifest.json`` and ``plan.json`` to a new run folder."""
+    result = plan(cfg, layout)
+    prefix = cfg.run_name or f"{cfg.model.name}_{cfg.dtype.name}_dryrun"
+    run_dir = create_run_dir(cfg.output_dir, prefix)
+    write_new(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(run_dir / "manifest.json", build_manifest(layout.world_size))
+    write_json(run_dir / "plan.json", result)
+    log.info("dry run plan written to %s", run_dir / "plan.json")
+    return {"run_dir": str(run_dir), **result}

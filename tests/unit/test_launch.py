@@ -1,0 +1,53 @@
+"""launch.sh checks DTYPE and MODEL_SIZE before anything starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+LAUNCH = Path(__file__).resolve().parents[2] / "launch.sh"
+
+
+def launch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DTYPE", "MODEL_SIZE")}
+    return subprocess.run(
+        ["bash", str(LAUNCH), *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"MODEL_SIZE": "8b"}, "DTYPE='' is required and must be one of: bf16 fp8"),
+        ({"DTYPE": "fp16", "MODEL_SIZE": "8b"}, "DTYPE='fp16' is required and must be one of"),
+        ({"DTYPE": "bf16"}, "MODEL_SIZE='' is required and must be one of: 8b 70b 405b debug"),
+        ({"DTYPE": "bf16", "MODEL_SIZE": "7b"}, "MODEL_SIZE='7b'"),
+    ],
+)
+def test_missing_or_wrong_env_fails_fast_with_valid_values(env, message):
+    proc = launch(env)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_runs_the_debug_model_on_this_machine(tmp_path):
+    proc = launch(
+        {"DTYPE": "bf16", "MODEL_SIZE": "debug"},
+        "--",
+        "trainer.max_steps=3",
+        "trainer.timing_warmup_steps=1",
+        f"output_dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = tmp_path.iterdir()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (config["model"]["name"], config["dtype"]["name"]) == ("llama31_debug", "bf16")
+    assert (run_dir / "summary.json").is_file()
