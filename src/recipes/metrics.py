@@ -195,6 +195,18 @@ def flops_per_step(
     return global_batch_size * per_sample
 
 
+def flops_per_step_by_convention(
+    model: ModelShape, *, seq_len: int, global_batch_size: int
+) -> dict[str, float]:
+    """flops_per_step under every convention in FLOPS_CONVENTIONS, keyed by convention."""
+    return {
+        convention: flops_per_step(
+            model, seq_len=seq_len, global_batch_size=global_batch_size, convention=convention
+        )
+        for convention in FLOPS_CONVENTIONS
+    }
+
+
 def device_key(device_name: str) -> str | None:
     """PEAK_TFLOPS key for a torch.cuda.get_device_name() string; None when not known exactly."""
     name = " ".join(device_name.split()).lower()

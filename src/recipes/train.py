@@ -47,15 +47,9 @@ def run_shape(cfg: DictConfig, layout: Layout) -> RunShape:
     """FLOPs per step and the peak that MFU is measured against, fixed for the whole run."""
     name, dtype = device_name(cfg), cfg.dtype.name
     peak = metrics.peak_for(name, dtype, cfg.cluster.peak_tflops)
-    flops = {
-        convention: metrics.flops_per_step(
-            cfg.model,
-            seq_len=cfg.trainer.seq_len,
-            global_batch_size=cfg.trainer.global_batch_size,
-            convention=convention,
-        )
-        for convention in metrics.FLOPS_CONVENTIONS
-    }
+    flops = metrics.flops_per_step_by_convention(
+        cfg.model, seq_len=cfg.trainer.seq_len, global_batch_size=cfg.trainer.global_batch_size
+    )
     return RunShape(
         seq_len=cfg.trainer.seq_len,
         global_batch_size=cfg.trainer.global_batch_size,

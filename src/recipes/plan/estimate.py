@@ -79,15 +79,9 @@ def plan(cfg: DictConfig, layout: Layout) -> dict:
     """The dry-run plan: layout, parameters, memory, FLOPs and step time predictions."""
     gpu = cfg.cluster.gpu_type
     peak = metrics.peak_for(gpu or "unknown", cfg.dtype.name, cfg.cluster.peak_tflops)
-    flops = {
-        c: metrics.flops_per_step(
-            cfg.model,
-            seq_len=cfg.trainer.seq_len,
-            global_batch_size=cfg.trainer.global_batch_size,
-            convention=c,
-        )
-        for c in metrics.FLOPS_CONVENTIONS
-    }
+    flops = metrics.flops_per_step_by_convention(
+        cfg.model, seq_len=cfg.trainer.seq_len, global_batch_size=cfg.trainer.global_batch_size
+    )
     memory = memory_per_rank(cfg, layout)
     capacity_gib = metrics.DEVICE_MEMORY_GIB.get(metrics.device_key(gpu or "") or "")
     return {
