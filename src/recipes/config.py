@@ -66,7 +66,10 @@ class DTypeConfig:
     """Numeric format of the training step."""
 
     name: str = "auto"
-    """fp32, bf16, or auto (bf16 where a GPU is present, fp32 otherwise)."""
+    """fp32, bf16, fp8, or auto (bf16 where a GPU is present, fp32 otherwise)."""
+    fp8_recipe: str | None = None
+    """FP8 scaling recipe: tensorwise or rowwise (torchao, native); delayed, tensorwise or mxfp8
+    (Transformer Engine, megatron)."""
 
 
 @dataclass
@@ -95,6 +98,12 @@ class BackendConfig:
 
     name: str = "native"
     """native (pure PyTorch) or megatron (Megatron-core)."""
+    activation_checkpointing: str = "none"
+    """Recompute activations in backward: none, selective, or full."""
+    # -- native backend ------------------------------------------------------------------------
+    compile: bool = False
+    """native: torch.compile each transformer block in place."""
+    # -- megatron backend ----------------------------------------------------------------------
 
 
 @dataclass
@@ -115,6 +124,8 @@ class ClusterConfig:
     """local (this machine, or torchrun) or slurm."""
     accelerator: str = "auto"
     """auto, gpu or cpu; auto takes the GPU where one is present."""
+    comm_backend: str | None = None
+    """torch.distributed backend: nccl (GPU default), gloo (CPU default), or another one torch has."""
     num_gpus: int | None = None
     """World size a dry run plans for; null means the processes actually launched."""
     gpu_type: str | None = None
@@ -197,7 +208,7 @@ def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
-DTYPES = ("fp32", "bf16")
+DTYPES = ("fp32", "bf16", "fp8")
 DATA_SOURCES = ("synthetic",)
 ACCELERATORS = ("auto", "cpu", "gpu")
 

@@ -19,3 +19,9 @@ def local_world_size() -> int:
 def global_rank() -> int:
     """This process's rank in the job."""
     return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+
+
+def lightning_devices() -> dict[str, int]:
+    """``devices`` and ``num_nodes`` for ``lightning.Trainer`` matching the launched processes."""
+    local = local_world_size()
+    return {"devices": local, "num_nodes": max(1, world_size() // local)}

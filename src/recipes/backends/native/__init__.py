@@ -19,6 +19,11 @@ class NativeBackend:
     """Builds :class:`NativeLlamaModule` and a single-device Trainer."""
 
     def validate(self, cfg: DictConfig, layout: Layout) -> None:
+        if cfg.dtype.name not in PRECISION:
+            raise ConfigError(
+                f"dtype={cfg.dtype.name} is not available on backend=native yet; "
+                f"use dtype in {sorted(PRECISION)}"
+            )
         if not layout.is_single_process:
             raise ConfigError(
                 f"backend=native runs one process in this version, but {layout.world_size} were "
