@@ -70,6 +70,10 @@ class DTypeConfig:
     fp8_recipe: str | None = None
     """FP8 scaling recipe: tensorwise or rowwise (torchao, native); delayed, tensorwise or mxfp8
     (Transformer Engine, megatron)."""
+    fp8_fsdp_all_gather: bool = True
+    """native: all-gather FSDP weights in fp8 (tensorwise recipe only)."""
+    fp8_precompute_scale: bool = True
+    """native: compute all fp8 weight scales in one all-reduce after each optimizer step."""
 
 
 @dataclass
@@ -90,6 +94,8 @@ class ParallelismConfig:
     """Context-parallel degree (sequence split across ranks inside attention)."""
     sequence_parallel: bool = False
     """Shard norms and dropout along the sequence across the tensor-parallel group."""
+    pp_schedule: str = "1f1b"
+    """Pipeline schedule: 1f1b or gpipe; vp > 1 runs interleaved 1F1B."""
 
 
 @dataclass
@@ -103,6 +109,10 @@ class BackendConfig:
     # -- native backend ------------------------------------------------------------------------
     compile: bool = False
     """native: torch.compile each transformer block in place."""
+    init: str = "auto"
+    """native: full (each rank draws the whole model from the seed, then shards it: the same
+    weights for every layout), sharded (each rank draws only its shards, on the device: for
+    models larger than one host's memory), or auto (full below 2B parameters)."""
     # -- megatron backend ----------------------------------------------------------------------
 
 

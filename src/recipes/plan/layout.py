@@ -13,6 +13,9 @@ from omegaconf import DictConfig
 from recipes.errors import ConfigError
 
 
+PP_SCHEDULES = ("1f1b", "gpipe")
+
+
 @dataclass(frozen=True)
 class Layout:
     """Resolved parallel degrees; their product is the world size."""
@@ -25,6 +28,7 @@ class Layout:
     vp: int
     cp: int
     sequence_parallel: bool
+    pp_schedule: str = "1f1b"
 
     @property
     def dp(self) -> int:
@@ -77,6 +81,14 @@ def resolve_layout(par: DictConfig, world_size: int) -> Layout:
         raise ConfigError(
             f"parallelism.vp={par.vp} needs pipeline parallelism; set pp >= 2 or vp=1"
         )
+    if par.pp_schedule not in PP_SCHEDULES:
+        raise ConfigError(
+            f"parallelism.pp_schedule={par.pp_schedule!r} is not one of {list(PP_SCHEDULES)}"
+        )
+    if par.vp > 1 and par.pp_schedule != "1f1b":
+        raise ConfigError(
+            f"parallelism.vp={par.vp} runs interleaved 1F1B; set pp_schedule=1f1b or vp=1"
+        )
     if par.sequence_parallel and par.tp == 1:
         raise ConfigError(
             "parallelism.sequence_parallel=true needs tp >= 2; "
@@ -91,6 +103,7 @@ def resolve_layout(par: DictConfig, world_size: int) -> Layout:
         vp=par.vp,
         cp=par.cp,
         sequence_parallel=par.sequence_parallel,
+        pp_schedule=par.pp_schedule,
     )
 
 
@@ -124,4 +137,15 @@ def check_fits_model(layout: Layout, cfg: DictConfig) -> None:
             f"trainer.global_batch_size={trainer.global_batch_size} is not divisible by "
             f"micro_batch_size*dp={trainer.micro_batch_size}*{layout.dp}={per_step}; use "
             f"global_batch_size={_nearest_multiples(trainer.global_batch_size, per_step)}"
+        )
+    micro_batches = trainer.global_batch_size // per_step
+    # Each pipeline rank needs a micro-batch in flight per stage; interleaving cycles through pp.
+    step = layout.pp if layout.vp > 1 else 1
+    if layout.pp > 1 and (micro_batches < layout.pp or micro_batches % step):
+        need = f"a multiple of pp={layout.pp}" if layout.vp > 1 else f"at least pp={layout.pp}"
+        raise ConfigError(
+            f"trainer.global_batch_size={trainer.global_batch_size} gives {micro_batches} "
+            f"micro-batches per pipeline (global_batch_size / (micro_batch_size*dp)); it must be "
+            f"{need}; use global_batch_size="
+            f"{_nearest_multiples(max(trainer.global_batch_size, per_step * layout.pp), per_step * layout.pp)}"
         )

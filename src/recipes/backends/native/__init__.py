@@ -1,4 +1,6 @@
-"""Native backend: pure-PyTorch Llama 3.1 on Lightning (FSDP2/DTensor/pipelining to come)."""
+"""Native backend: pure-PyTorch Llama 3.1 on Lightning with FSDP2/HSDP, DTensor TP+SP,
+pipelining (1F1B, GPipe, interleaved 1F1B), context parallelism, torchao float8, compile and
+activation checkpointing."""
 
 from __future__ import annotations
 
@@ -7,38 +9,59 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from recipes import distributed
 from recipes.backends.native.module import NativeLlamaModule
+from recipes.backends.native.parallelize import fsdp_enabled
+from recipes.backends.native.strategy import NativeParallelStrategy
 from recipes.errors import ConfigError
 from recipes.plan.layout import Layout
 
-PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
-"""dtype.name -> Lightning precision: bf16 autocast over fp32 master weights."""
+FP8_RECIPES = ("tensorwise", "rowwise")
+AC_MODES = ("none", "selective", "full")
+INIT_MODES = ("auto", "full", "sharded")
+
+
+def _check(field: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"{field}={value!r} is not available on backend=native; use one of {list(allowed)}"
+        )
 
 
 class NativeBackend:
-    """Builds :class:`NativeLlamaModule` and a single-device Trainer."""
+    """Builds :class:`NativeLlamaModule` and :class:`NativeParallelStrategy`."""
 
     def validate(self, cfg: DictConfig, layout: Layout) -> None:
-        if cfg.dtype.name not in PRECISION:
+        _check("backend.activation_checkpointing", cfg.backend.activation_checkpointing, AC_MODES)
+        _check("backend.init", cfg.backend.init, INIT_MODES)
+        if cfg.dtype.name == "fp8":
+            _check("dtype.fp8_recipe", cfg.dtype.fp8_recipe, FP8_RECIPES)
+            if cfg.dtype.fp8_fsdp_all_gather and cfg.dtype.fp8_recipe != "tensorwise":
+                raise ConfigError(
+                    f"dtype.fp8_fsdp_all_gather=true needs fp8_recipe=tensorwise, not "
+                    f"{cfg.dtype.fp8_recipe!r}; set dtype.fp8_fsdp_all_gather=false"
+                )
+        if layout.pp > 1 and layout.cp > 1:
             raise ConfigError(
-                f"dtype={cfg.dtype.name} is not available on backend=native yet; "
-                f"use dtype in {sorted(PRECISION)}"
-            )
-        if not layout.is_single_process:
-            raise ConfigError(
-                f"backend=native runs one process in this version, but {layout.world_size} were "
-                "launched; run a single process (no torchrun/srun tasks > 1)"
+                f"parallelism.pp={layout.pp} with cp={layout.cp} is not supported on "
+                "backend=native; use pp or cp, or backend=megatron"
             )
 
     def build_module(self, cfg: DictConfig, layout: Layout) -> NativeLlamaModule:
-        return NativeLlamaModule(cfg)
+        return NativeLlamaModule(cfg, layout)
 
     def trainer_kwargs(self, cfg: DictConfig, layout: Layout) -> dict[str, Any]:
-        if cfg.cluster.accelerator == "gpu":
+        on_gpu = cfg.cluster.accelerator == "gpu"
+        if on_gpu:
             torch.set_float32_matmul_precision("high")  # TF32 for fp32 runs, as NeMo does
+        # Low precision on GPU only: FSDP's bf16 mixed-precision policy when sharding,
+        # autocast otherwise; fp8 matmuls come from Float8Linear either way.
+        autocast = on_gpu and cfg.dtype.name in ("bf16", "fp8") and not fsdp_enabled(layout)
+        if cfg.dtype.name == "bf16" and not on_gpu:
+            autocast = True  # bf16 asked for explicitly on CPU: autocast there too
         return {
             "accelerator": cfg.cluster.accelerator,
-            "devices": 1,
-            "strategy": "auto",
-            "precision": PRECISION[cfg.dtype.name],
+            "strategy": NativeParallelStrategy(layout, cfg.cluster.comm_backend),
+            "precision": "bf16-mixed" if autocast else "32-true",
+            **distributed.lightning_devices(),
         }

@@ -1,18 +1,31 @@
 """LightningModule of the native backend: one ``training_step`` is one optimizer step.
 
-The step walks the rank's share of the global batch in micro-batches, accumulates gradients
-(manual optimization), clips, and steps AdamW and the schedule once, as Megatron and NeMo do.
+The step walks this rank's share of the global batch in micro-batches (through the pipeline
+schedule when pp > 1), accumulates gradients (manual optimization), clips the global gradient
+norm, and steps AdamW and the schedule once, as Megatron and NeMo do.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from torch import nn
+from torch.distributed.tensor import DTensor
 
-from recipes.models.llama import Llama
+from recipes.backends.native import pipeline
+from recipes.backends.native.context_parallel import cp_context
+from recipes.backends.native.parallelize import fsdp_enabled, parallelize
+from recipes.models.llama import Llama, num_params
 from recipes.optim import build_optimizer
+from recipes.plan.layout import Layout
+
+FULL_INIT_MAX_PARAMS = 2_000_000_000
+"""``backend.init=auto`` draws the full model on every rank below this size."""
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -20,47 +33,141 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
 
 
-def grad_norm_value(norm: torch.Tensor) -> torch.Tensor:
-    """A plain tensor of the global gradient norm (DTensor norms are gathered)."""
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+def full_init(cfg: DictConfig) -> bool:
+    """Whether every rank draws the whole model (identical weights for every layout)."""
+    if cfg.backend.init == "auto":
+        return num_params(cfg.model) < FULL_INIT_MAX_PARAMS
+    return cfg.backend.init == "full"
+
+
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float, pp_group) -> torch.Tensor:
+    """Clip by the norm over all ranks' gradients: DTensor shards are gathered into the norm,
+    pipeline stages add their squares; returns the norm before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True)
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
+    if pp_group is not None:
+        norm = norm**2
+        dist.all_reduce(norm, group=pp_group)
+        norm = norm.sqrt()
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+    return norm
 
 
 class NativeLlamaModule(L.LightningModule):
-    """Llama 3.1 pretraining on pure PyTorch."""
+    """Llama 3.1 pretraining on pure PyTorch, parallelized by :mod:`.parallelize`."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, layout: Layout) -> None:
         super().__init__()
         self.cfg = cfg
+        self.layout = layout
         self.automatic_optimization = False
-        self.model: Llama | None = None
+        self.parts: nn.ModuleList | None = None
+        self.schedule = None
 
+    # -- model -------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        # Built on meta so the full-size models cost nothing until the strategy places them.
-        if self.model is not None:
+        if self.parts is not None:
             return
-        with torch.device("meta"):
-            model = Llama(self.cfg.model)
-        model.to_empty(device=self.device)
-        torch.manual_seed(self.cfg.seed)
-        model.init_weights()
-        self.model = model
+        cfg, layout, mesh = self.cfg, self.layout, self.device_mesh
+        full = full_init(cfg)
+        with torch.device(self.device if full else "meta"):
+            model = Llama(cfg.model)
+        if full:
+            torch.manual_seed(cfg.seed)
+            model.init_weights()
+        pp_rank = mesh["pp"].get_local_rank()
+        parts = pipeline.split_model(model, layout, pp_rank) if layout.pp > 1 else [model]
+        for part in parts:
+            parallelize(part, mesh, layout, cfg, on_gpu=self.device.type == "cuda")
+            if not full:
+                part.to_empty(device=self.device)
+                torch.manual_seed(cfg.seed)
+                part.init_weights(buffer_device=self.device)
+            if layout.cp > 1:
+                # CP shards the RoPE table with the sequence: it must be exactly seq_len long.
+                part.freqs_cis = part.freqs_cis[: cfg.trainer.seq_len].clone()
+        self.parts = nn.ModuleList(parts)
+        if layout.pp > 1:
+            self.schedule = pipeline.build_schedule(
+                parts,
+                layout,
+                mesh["pp"],
+                self.device,
+                n_microbatches=self.micro_batches_per_step,
+                loss_fn=cross_entropy,
+            )
+
+    @property
+    def micro_batches_per_step(self) -> int:
+        trainer = self.cfg.trainer
+        return trainer.global_batch_size // (trainer.micro_batch_size * self.layout.dp)
 
     def configure_optimizers(self):
-        optimizer, schedule = build_optimizer(self.model.parameters(), self.cfg.trainer)
+        optimizer, schedule = build_optimizer(self.parts.parameters(), self.cfg.trainer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    # -- step --------------------------------------------------------------------------------
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
-        micro_batches = batch.split(self.cfg.trainer.micro_batch_size)
-        loss_sum = torch.zeros((), device=self.device)
-        for tokens in micro_batches:
-            loss = cross_entropy(self.model(tokens[:, :-1]), tokens[:, 1:])
-            self.manual_backward(loss / len(micro_batches))
-            loss_sum += loss.detach()
+        if self.schedule is not None:
+            loss, has_loss = self._pipelined_step(batch)
+        else:
+            loss, has_loss = self._accumulated_step(batch), True
+        pp_group = self.device_mesh["pp"].get_group() if self.layout.pp > 1 else None
         max_norm = self.cfg.trainer.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = clip_grad_norm(list(self.parts.parameters()), max_norm, pp_group)
         optimizer.step()
         self.lr_schedulers().step()
-        loss = self.trainer.strategy.reduce(loss_sum / len(micro_batches), reduce_op="mean")
-        return {"loss": loss, "grad_norm": grad_norm_value(grad_norm)}
+        self._after_optimizer_step()
+        return {"loss": self._global_mean(loss, has_loss), "grad_norm": grad_norm}
+
+    def _accumulated_step(self, batch: torch.Tensor) -> torch.Tensor:
+        model = self.parts[0]
+        micro_batches = batch.split(self.cfg.trainer.micro_batch_size)
+        loss_sum = torch.zeros((), device=self.device)
+        for i, tokens in enumerate(micro_batches):
+            # Copies, not views: context parallelism shards these buffers in place.
+            inputs, labels = tokens[:, :-1].clone(), tokens[:, 1:].clone()
+            if fsdp_enabled(self.layout):
+                model.set_requires_gradient_sync(i == len(micro_batches) - 1)
+            with self._context(inputs, labels):
+                loss = cross_entropy(model(inputs), labels)
+                self.manual_backward(loss / len(micro_batches))
+            loss_sum += loss.detach()
+        return loss_sum / len(micro_batches)
+
+    def _pipelined_step(self, batch: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        pp_rank = self.device_mesh["pp"].get_local_rank()
+        first = pipeline.has_first_stage(self.layout, pp_rank)
+        last = pipeline.has_last_stage(self.layout, pp_rank)
+        inputs, labels = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+        losses: list[torch.Tensor] = []
+        args = (inputs,) if first else ()
+        self.schedule.step(*args, target=labels if last else None, losses=losses)
+        if not last:
+            return torch.zeros((), device=self.device), False
+        return torch.stack([x.detach() for x in losses]).mean(), True
+
+    def _context(self, inputs: torch.Tensor, labels: torch.Tensor):
+        if self.layout.cp == 1:
+            return nullcontext()
+        return cp_context(self.device_mesh["cp"], inputs, labels, self.parts[0].freqs_cis)
+
+    def _after_optimizer_step(self) -> None:
+        dtype = self.cfg.dtype
+        if dtype.name == "fp8" and dtype.fp8_precompute_scale and fsdp_enabled(self.layout):
+            from torchao.float8 import precompute_float8_dynamic_scale_for_fsdp
+
+            for part in self.parts:
+                precompute_float8_dynamic_scale_for_fsdp(part)
+
+    def _global_mean(self, loss: torch.Tensor, has_loss: bool) -> torch.Tensor:
+        """Mean of the step loss over the ranks that hold one (last pipeline stages)."""
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return loss
+        total = torch.stack([loss * has_loss, torch.tensor(float(has_loss), device=loss.device)])
+        dist.all_reduce(total)
+        return total[0] / total[1]

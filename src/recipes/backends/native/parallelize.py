@@ -1,0 +1,194 @@
+"""Apply the native backend's parallelisms to a Llama (or a pipeline stage of one).
+
+One function per concern, called by :func:`parallelize` in this fixed order:
+
+1. ``apply_float8``  swap Linear layers for torchao Float8Linear (before TP, so TP shards them)
+2. ``apply_tp``      DTensor tensor parallelism, with sequence parallelism for the norms
+3. ``apply_ac``      activation checkpointing per block (none / selective / full)
+4. ``apply_compile`` ``torch.compile`` per block, in place, so state-dict keys are unchanged
+5. ``apply_fsdp``    FSDP2 ``fully_shard`` per block then the root (HSDP on a 2-D mesh)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    PrepareModuleInput,
+    RowwiseParallel,
+    SequenceParallel,
+    parallelize_module,
+)
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+from recipes.plan.layout import Layout
+
+aten = torch.ops.aten
+
+SAVED_BY_SELECTIVE_AC = {
+    aten.mm.default,
+    aten._scaled_dot_product_flash_attention.default,
+    aten._scaled_dot_product_efficient_attention.default,
+    aten._scaled_dot_product_cudnn_attention.default,
+    aten._scaled_dot_product_flash_attention_for_cpu.default,
+}
+"""Selective AC keeps matmul and attention outputs and recomputes the cheap elementwise ops."""
+
+
+def parallelize(
+    model: nn.Module, mesh: DeviceMesh, layout: Layout, cfg: DictConfig, *, on_gpu: bool
+) -> None:
+    """Apply every configured parallelism to ``model`` in place, in the module's fixed order."""
+    if cfg.dtype.name == "fp8":
+        apply_float8(model, cfg.dtype)
+    if layout.tp > 1:
+        # gloo cannot all-gather fp8, so the float8 TP styles stay a GPU path.
+        apply_tp(model, mesh["tp"], layout.sequence_parallel)
+    if cfg.backend.activation_checkpointing != "none":
+        apply_ac(model, cfg.backend.activation_checkpointing)
+    if cfg.backend.compile:
+        apply_compile(model)
+    if fsdp_enabled(layout):
+        apply_fsdp(
+            model,
+            fsdp_mesh(mesh, layout),
+            mixed_precision=on_gpu and cfg.dtype.name in ("bf16", "fp8"),
+            reshard_after_forward=layout.pp == 1,
+        )
+
+
+def fsdp_enabled(layout: Layout) -> bool:
+    """FSDP2 runs whenever parameters are sharded or replicated over more than one rank."""
+    return layout.dp_shard * layout.cp > 1 or layout.dp_replicate > 1
+
+
+def fsdp_mesh(mesh: DeviceMesh, layout: Layout) -> DeviceMesh:
+    """1-D shard mesh for FSDP, 2-D (replicate, shard) for HSDP; CP ranks shard weights too."""
+    if layout.dp_replicate > 1:
+        return mesh["dp_replicate", "dp_shard_cp"]
+    return mesh["dp_shard_cp"]
+
+
+# -- 1. float8 --------------------------------------------------------------------------------
+def float8_eligible(module: nn.Module, fqn: str) -> bool:
+    """Float8 serves Linear layers with both dims divisible by 16, except the output head."""
+    if not isinstance(module, nn.Linear) or fqn.split(".")[-1] == "output":
+        return False
+    return module.in_features % 16 == 0 and module.out_features % 16 == 0
+
+
+def apply_float8(model: nn.Module, dtype_cfg: DictConfig) -> None:
+    """Swap eligible Linear layers for torchao Float8Linear with the configured recipe."""
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    config = Float8LinearConfig.from_recipe_name(dtype_cfg.fp8_recipe)
+    if dtype_cfg.fp8_fsdp_all_gather:
+        config = dataclasses.replace(config, enable_fsdp_float8_all_gather=True)
+    convert_to_float8_training(model, config=config, module_filter_fn=float8_eligible)
+
+
+# -- 2. tensor parallelism --------------------------------------------------------------------
+def _replicated_norm(norm: nn.Module, tp_mesh: DeviceMesh) -> None:
+    """Without SP a norm runs on the full sequence: keep its weight a replicated DTensor so
+    every parameter is a DTensor (grad clipping and foreach AdamW cannot mix the two)."""
+    distribute_module(
+        norm,
+        tp_mesh,
+        input_fn=lambda _mod, inputs, mesh: tuple(
+            DTensor.from_local(x, mesh, [Replicate()], run_check=False) for x in inputs
+        ),
+        output_fn=lambda _mod, output, _mesh: output.to_local(),
+    )
+
+
+def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
+    """Megatron-style TP: q/k/v and w1/w3 column-parallel, wo and w2 row-parallel; with SP the
+    residual stream between blocks is sharded along the sequence (Shard(1))."""
+    seq = Shard(1) if sequence_parallel else Replicate()
+    top = {}
+    if model.tok_embeddings is not None:
+        top["tok_embeddings"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=seq)
+    if model.output is not None:
+        top["output"] = ColwiseParallel(input_layouts=seq, output_layouts=Replicate())
+    if model.norm is not None and sequence_parallel:
+        top["norm"] = SequenceParallel()
+    parallelize_module(model, tp_mesh, top)
+    if model.norm is not None and not sequence_parallel:
+        _replicated_norm(model.norm, tp_mesh)
+    for block in model.layers.values():
+        plan = {
+            "attention": PrepareModuleInput(
+                input_layouts=(seq, None), desired_input_layouts=(Replicate(), None)
+            ),
+            "attention.wq": ColwiseParallel(),
+            "attention.wk": ColwiseParallel(),
+            "attention.wv": ColwiseParallel(),
+            "attention.wo": RowwiseParallel(output_layouts=seq),
+            "feed_forward": PrepareModuleInput(
+                input_layouts=(seq,), desired_input_layouts=(Replicate(),)
+            ),
+            "feed_forward.w1": ColwiseParallel(),
+            "feed_forward.w2": RowwiseParallel(output_layouts=seq),
+            "feed_forward.w3": ColwiseParallel(),
+        }
+        if sequence_parallel:
+            plan |= {"attention_norm": SequenceParallel(), "ffn_norm": SequenceParallel()}
+        parallelize_module(block, tp_mesh, plan)
+        if not sequence_parallel:
+            _replicated_norm(block.attention_norm, tp_mesh)
+            _replicated_norm(block.ffn_norm, tp_mesh)
+
+
+# -- 3. activation checkpointing ----------------------------------------------------------------
+def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return (
+        CheckpointPolicy.MUST_SAVE
+        if op in SAVED_BY_SELECTIVE_AC
+        else CheckpointPolicy.PREFER_RECOMPUTE
+    )
+
+
+def apply_ac(model: nn.Module, mode: str) -> None:
+    """Wrap each block; the wrapper strips its own prefix from state-dict keys."""
+    context_fn = partial(create_selective_checkpoint_contexts, _selective_policy)
+    for name, block in model.layers.named_children():
+        if mode == "full":
+            wrapped = checkpoint_wrapper(block, preserve_rng_state=False)
+        else:
+            wrapped = checkpoint_wrapper(block, preserve_rng_state=False, context_fn=context_fn)
+        model.layers.register_module(name, wrapped)
+
+
+# -- 4. compile ---------------------------------------------------------------------------------
+def apply_compile(model: nn.Module) -> None:
+    """Compile each block in place (``module.compile()``), keeping parameter names."""
+    for block in model.layers.values():
+        block.compile(fullgraph=False)
+
+
+# -- 5. FSDP2 -----------------------------------------------------------------------------------
+def apply_fsdp(
+    model: nn.Module,
+    mesh: DeviceMesh,
+    *,
+    mixed_precision: bool,
+    reshard_after_forward: bool,
+) -> None:
+    """Shard each block, then the root (embedding, final norm and head in one group)."""
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if mixed_precision
+        else MixedPrecisionPolicy()
+    )
+    for block in model.layers.values():
+        fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
