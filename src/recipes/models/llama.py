@@ -117,6 +117,9 @@ class Attention(nn.Module):
         q = self.wq(x).view(b, s, -1, self.head_dim)
         k = self.wk(x).view(b, s, -1, self.head_dim)
         v = self.wv(x).view(b, s, -1, self.head_dim)
+        # Sliced here, where the full sequence is present (sequence parallelism shards it
+        # between blocks; context parallelism shards the table and the sequence alike).
+        freqs_cis = freqs_cis[:s]
         q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
         k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)
         out = F.scaled_dot_product_attention(
@@ -257,9 +260,8 @@ class Llama(nn.Module):
                 f"sequence length {seq_len} exceeds model.max_seq_len={self.freqs_cis.shape[0]}; "
                 "raise model.max_seq_len or shorten trainer.seq_len"
             )
-        freqs_cis = self.freqs_cis[:seq_len]
         for block in self.layers.values():
-            h = block(h, freqs_cis)
+            h = block(h, self.freqs_cis)
         h = self.norm(h) if self.norm is not None else h
         return self.output(h) if self.output is not None else h
 

@@ -20,6 +20,7 @@ from torch.distributed.tensor import DTensor
 from recipes.backends.native import pipeline
 from recipes.backends.native.context_parallel import cp_context
 from recipes.backends.native.parallelize import fsdp_enabled, parallelize
+from recipes.backends.native.strategy import Meshes
 from recipes.models.llama import Llama, num_params
 from recipes.optim import build_optimizer
 from recipes.plan.layout import Layout
@@ -70,17 +71,17 @@ class NativeLlamaModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.parts is not None:
             return
-        cfg, layout, mesh = self.cfg, self.layout, self.device_mesh
+        cfg, layout, meshes = self.cfg, self.layout, self.meshes
         full = full_init(cfg)
         with torch.device(self.device if full else "meta"):
             model = Llama(cfg.model)
         if full:
             torch.manual_seed(cfg.seed)
             model.init_weights()
-        pp_rank = mesh["pp"].get_local_rank()
+        pp_rank = meshes.pp.get_local_rank()
         parts = pipeline.split_model(model, layout, pp_rank) if layout.pp > 1 else [model]
         for part in parts:
-            parallelize(part, mesh, layout, cfg, on_gpu=self.device.type == "cuda")
+            parallelize(part, meshes, layout, cfg, on_gpu=self.device.type == "cuda")
             if not full:
                 part.to_empty(device=self.device)
                 torch.manual_seed(cfg.seed)
@@ -93,11 +94,15 @@ class NativeLlamaModule(L.LightningModule):
             self.schedule = pipeline.build_schedule(
                 parts,
                 layout,
-                mesh["pp"],
+                meshes.pp,
                 self.device,
                 n_microbatches=self.micro_batches_per_step,
                 loss_fn=cross_entropy,
             )
+
+    @property
+    def meshes(self) -> Meshes:
+        return self.trainer.strategy.meshes
 
     @property
     def micro_batches_per_step(self) -> int:
@@ -116,7 +121,7 @@ class NativeLlamaModule(L.LightningModule):
             loss, has_loss = self._pipelined_step(batch)
         else:
             loss, has_loss = self._accumulated_step(batch), True
-        pp_group = self.device_mesh["pp"].get_group() if self.layout.pp > 1 else None
+        pp_group = self.meshes.pp.get_group() if self.layout.pp > 1 else None
         max_norm = self.cfg.trainer.grad_clip or float("inf")
         grad_norm = clip_grad_norm(list(self.parts.parameters()), max_norm, pp_group)
         optimizer.step()
@@ -140,7 +145,7 @@ class NativeLlamaModule(L.LightningModule):
         return loss_sum / len(micro_batches)
 
     def _pipelined_step(self, batch: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        pp_rank = self.device_mesh["pp"].get_local_rank()
+        pp_rank = self.meshes.pp.get_local_rank()
         first = pipeline.has_first_stage(self.layout, pp_rank)
         last = pipeline.has_last_stage(self.layout, pp_rank)
         inputs, labels = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
@@ -154,7 +159,7 @@ class NativeLlamaModule(L.LightningModule):
     def _context(self, inputs: torch.Tensor, labels: torch.Tensor):
         if self.layout.cp == 1:
             return nullcontext()
-        return cp_context(self.device_mesh["cp"], inputs, labels, self.parts[0].freqs_cis)
+        return cp_context(self.meshes.cp, inputs, labels, self.parts[0].freqs_cis)
 
     def _after_optimizer_step(self) -> None:
         dtype = self.cfg.dtype

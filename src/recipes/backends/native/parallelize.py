@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
@@ -32,6 +33,9 @@ from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint
 
 from recipes.plan.layout import Layout
 
+if TYPE_CHECKING:
+    from recipes.backends.native.strategy import Meshes
+
 aten = torch.ops.aten
 
 SAVED_BY_SELECTIVE_AC = {
@@ -45,14 +49,14 @@ SAVED_BY_SELECTIVE_AC = {
 
 
 def parallelize(
-    model: nn.Module, mesh: DeviceMesh, layout: Layout, cfg: DictConfig, *, on_gpu: bool
+    model: nn.Module, meshes: Meshes, layout: Layout, cfg: DictConfig, *, on_gpu: bool
 ) -> None:
     """Apply every configured parallelism to ``model`` in place, in the module's fixed order."""
     if cfg.dtype.name == "fp8":
         apply_float8(model, cfg.dtype)
     if layout.tp > 1:
         # gloo cannot all-gather fp8, so the float8 TP styles stay a GPU path.
-        apply_tp(model, mesh["tp"], layout.sequence_parallel)
+        apply_tp(model, meshes.tp, layout.sequence_parallel)
     if cfg.backend.activation_checkpointing != "none":
         apply_ac(model, cfg.backend.activation_checkpointing)
     if cfg.backend.compile:
@@ -60,7 +64,7 @@ def parallelize(
     if fsdp_enabled(layout):
         apply_fsdp(
             model,
-            fsdp_mesh(mesh, layout),
+            meshes.fsdp,
             mixed_precision=on_gpu and cfg.dtype.name in ("bf16", "fp8"),
             reshard_after_forward=layout.pp == 1,
         )
@@ -69,13 +73,6 @@ def parallelize(
 def fsdp_enabled(layout: Layout) -> bool:
     """FSDP2 runs whenever parameters are sharded or replicated over more than one rank."""
     return layout.dp_shard * layout.cp > 1 or layout.dp_replicate > 1
-
-
-def fsdp_mesh(mesh: DeviceMesh, layout: Layout) -> DeviceMesh:
-    """1-D shard mesh for FSDP, 2-D (replicate, shard) for HSDP; CP ranks shard weights too."""
-    if layout.dp_replicate > 1:
-        return mesh["dp_replicate", "dp_shard_cp"]
-    return mesh["dp_shard_cp"]
 
 
 # -- 1. float8 --------------------------------------------------------------------------------

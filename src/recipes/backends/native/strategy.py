@@ -2,13 +2,14 @@
 
 Lightning's ``ModelParallelStrategy`` hosts FSDP2 + TP on a (data, tensor) mesh. This subclass
 builds torchtitan's (pp, dp_replicate, dp_shard, cp, tp) mesh instead, with the flattened
-``dp`` (data loading), ``dp_shard_cp`` (FSDP) and ``dp_cp`` (loss) views, so the module can add
+data-parallel and FSDP views (:class:`Meshes`), so the module can add
 pipeline and context parallelism; everything else (process group, launch, checkpoint I/O) is
 Lightning's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch.distributed as dist
@@ -20,14 +21,39 @@ from recipes.plan.layout import Layout
 MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "cp", "tp")
 
 
-def build_mesh(layout: Layout, device_type: str) -> DeviceMesh:
-    """The world as a (pp, dp_replicate, dp_shard, cp, tp) mesh plus its flattened views."""
+@dataclass(frozen=True)
+class Meshes:
+    """The meshes each concern works on, all views of one (pp, dp_replicate, dp_shard, cp, tp)
+    world mesh."""
+
+    world: DeviceMesh
+    pp: DeviceMesh
+    tp: DeviceMesh
+    cp: DeviceMesh
+    dp: DeviceMesh
+    """dp_replicate x dp_shard: the ranks that split the global batch."""
+    fsdp: DeviceMesh
+    """dp_shard x cp (weights are sharded over CP ranks too), 2-D with dp_replicate for HSDP."""
+
+
+def build_mesh(layout: Layout, device_type: str) -> Meshes:
+    """Lay the world out as a (pp, dp_replicate, dp_shard, cp, tp) mesh and cut its views."""
     shape = (layout.pp, layout.dp_replicate, layout.dp_shard, layout.cp, layout.tp)
-    mesh = init_device_mesh(device_type, shape, mesh_dim_names=MESH_DIMS)
-    mesh["dp_replicate", "dp_shard"]._flatten("dp")
-    mesh["dp_shard", "cp"]._flatten("dp_shard_cp")
-    mesh["dp_replicate", "dp_shard", "cp"]._flatten("dp_cp")
-    return mesh
+    world = init_device_mesh(device_type, shape, mesh_dim_names=MESH_DIMS)
+    dp_cp = world["dp_replicate", "dp_shard", "cp"]._flatten("dp_cp")
+    if layout.dp_replicate > 1:
+        sizes = (layout.dp_replicate, layout.dp_shard * layout.cp)
+        fsdp = dp_cp._unflatten(0, sizes, ("hsdp_replicate", "hsdp_shard"))
+    else:
+        fsdp = world["dp_shard", "cp"]._flatten("dp_shard_cp")
+    return Meshes(
+        world=world,
+        pp=world["pp"],
+        tp=world["tp"],
+        cp=world["cp"],
+        dp=world["dp_replicate", "dp_shard"]._flatten("dp"),
+        fsdp=fsdp,
+    )
 
 
 class NativeParallelStrategy(ModelParallelStrategy):
@@ -43,13 +69,13 @@ class NativeParallelStrategy(ModelParallelStrategy):
 
     def setup_environment(self) -> None:
         self._setup_distributed()  # accelerator setup + process group, as the parent does
-        self._device_mesh = build_mesh(self.layout, self.root_device.type)
+        self.meshes = build_mesh(self.layout, self.root_device.type)
+        self._device_mesh = self.meshes.world
         self.lightning_module._device_mesh = self._device_mesh
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, Any]:
-        dp = self.device_mesh["dp"]
-        return {"num_replicas": dp.size(), "rank": dp.get_local_rank()}
+        return {"num_replicas": self.meshes.dp.size(), "rank": self.meshes.dp.get_local_rank()}
 
     def teardown(self) -> None:
         # Every rank leaves its last collective before any process group is destroyed.
