@@ -3,6 +3,12 @@ on CPU (gloo), losses within 1e-4 of the single-process run."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 
 TOLERANCE = 1e-4
@@ -60,3 +66,22 @@ def test_fsdp2_fp8_all_gather_matches_single_process_fp8(train_losses):
 def test_fp8_rowwise_trains(train_losses):
     losses = train_losses(1, "dtype=fp8_rowwise")
     assert losses[-1] < losses[0] - 0.3
+
+
+def test_torchrun_runs_the_console_script(tmp_path):
+    """The documented form: torchrun --nproc_per_node N "$(command -v recipes-train)" ..."""
+    script = shutil.which("recipes-train")
+    assert script, "recipes-train is not on PATH: install the package"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += [
+        script,
+        "trainer.max_steps=2",
+        "trainer.timing_warmup_steps=1",
+        f"output_dir={tmp_path}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["valid"] and summary["num_gpus"] == 2

@@ -1,0 +1,66 @@
+"""Single-process checks of the native backend's parallelize steps and validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchao.float8.float8_linear import Float8Linear
+
+from recipes.backends.native import NativeBackend
+from recipes.backends.native.parallelize import apply_ac, apply_compile, apply_float8
+from recipes.config import resolve_auto, validate
+from recipes.errors import ConfigError
+from recipes.models.llama import Llama
+
+
+def test_float8_skips_the_output_head_and_dims_not_divisible_by_16(compose_cfg):
+    cfg = compose_cfg(
+        "dtype=fp8", "model.dim=96", "model.n_heads=4", "model.n_kv_heads=2", "model.ffn_dim=200"
+    )
+    model = Llama(cfg.model)
+    apply_float8(model, cfg.dtype)
+    kinds = {name: type(m) for name, m in model.named_modules()}
+    assert kinds["layers.0.attention.wq"] is Float8Linear  # 96 x 96
+    assert kinds["layers.0.attention.wk"] is Float8Linear  # 96 x 48
+    assert kinds["layers.0.feed_forward.w1"] is torch.nn.Linear  # 200 is not a multiple of 16
+    assert kinds["output"] is torch.nn.Linear
+
+
+def test_ac_and_compile_keep_state_dict_keys(compose_cfg):
+    cfg = compose_cfg()
+    model = Llama(cfg.model)
+    keys = set(model.state_dict())
+    apply_ac(model, "selective")
+    apply_compile(model)
+    assert set(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["dtype=fp8", "dtype.fp8_recipe=delayed"],
+            "dtype.fp8_recipe='delayed' is not available on backend=native",
+        ),
+        (["dtype=fp8_rowwise", "dtype.fp8_fsdp_all_gather=true"], "needs fp8_recipe=tensorwise"),
+        (["backend.activation_checkpointing=some"], "backend.activation_checkpointing='some'"),
+        (["parallelism.pp=2", "parallelism.cp=2"], "pp=2 with cp=2 is not supported"),
+    ],
+)
+def test_native_refuses_what_it_cannot_run(compose_cfg, overrides, message):
+    cfg = compose_cfg(*overrides)
+    resolve_auto(cfg, cuda_available=False)
+    layout = validate(cfg, world_size=4 if "parallelism.pp=2" in overrides else 1)
+    with pytest.raises(ConfigError, match=message):
+        NativeBackend().validate(cfg, layout)
+
+
+@pytest.mark.parametrize(
+    "dtype, world, precision",
+    [("fp32", 1, "32-true"), ("bf16", 1, "bf16-mixed"), ("fp8", 1, "32-true")],
+)
+def test_cpu_precision(compose_cfg, dtype, world, precision):
+    cfg = compose_cfg(f"dtype={dtype}")
+    resolve_auto(cfg, cuda_available=False)
+    layout = validate(cfg, world_size=world)
+    assert NativeBackend().trainer_kwargs(cfg, layout)["precision"] == precision
