@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Shard
 from torch.testing._internal.distributed.fake_pg import FakeStore
+from torchao.float8.float8_linear import Float8Linear
 
 from recipes.backends.native import pipeline
 from recipes.backends.native.parallelize import parallelize
@@ -26,6 +27,12 @@ CASES = [
     ("llama31_70b", 256, ("parallelism.tp=8", "parallelism.dp_replicate=2", GBS), 129),
     ("llama31_405b", 576, ("parallelism.tp=8", "parallelism.sequence_parallel=true", GBS), 0),
     ("llama31_405b", 576, ("parallelism.tp=8", "parallelism.sequence_parallel=true", GBS), 575),
+    (
+        "llama31_8b",
+        64,
+        ("dtype=fp8", "parallelism.tp=8", "parallelism.sequence_parallel=true", GBS),
+        9,
+    ),
     (
         "llama31_405b",
         576,
@@ -90,5 +97,37 @@ def test_full_size_model_shards_on_meta(
         if name.endswith(("attention.wo.weight", "feed_forward.w2.weight")) and layout.tp > 1:
             assert dims["tp"] == Shard(1)  # row parallel
             assert local[1] == p.shape[1] // layout.tp
+        if cfg.dtype.name == "fp8" and name.endswith("attention.wq.weight"):
+            module = parts[0].get_submodule(name.removesuffix(".weight").removeprefix("_orig_mod."))
+            assert isinstance(module, Float8Linear)
         if layout.dp_replicate > 1:
             assert dims["hsdp_replicate"].is_replicate()  # HSDP: whole copies across replicas
+
+
+@pytest.mark.parametrize(
+    "on_gpu, expected", [(True, "Float8ColwiseParallel"), (False, "ColwiseParallel")]
+)
+def test_fp8_tp_uses_float8_styles_on_gpu_only(
+    compose_cfg, fake_world, monkeypatch, on_gpu, expected
+):
+    from recipes.backends.native import parallelize as par
+
+    styles = []
+    real = par.parallelize_module
+
+    def spy(module, mesh, plan):
+        styles.extend(type(style).__name__ for style in (plan or {}).values())
+        return real(module, mesh, plan)
+
+    monkeypatch.setattr(par, "parallelize_module", spy)
+    cfg = compose_cfg(
+        "model=llama31_8b", "dtype=fp8", "parallelism.tp=8", "trainer.global_batch_size=64"
+    )
+    resolve_auto(cfg, cuda_available=True)
+    layout = validate(cfg, world_size=64)
+    fake_world(64, 0)
+    with torch.device("meta"):
+        model = Llama(cfg.model)
+    parallelize(model, build_mesh(layout, "cpu"), layout, cfg, on_gpu=on_gpu)
+    # q, k, v, w1, w3 in every block; the output head stays a plain (high-precision) Linear.
+    assert styles.count(expected) == 5 * cfg.model.n_layers + (0 if on_gpu else 1)

@@ -55,8 +55,10 @@ def parallelize(
     if cfg.dtype.name == "fp8":
         apply_float8(model, cfg.dtype)
     if layout.tp > 1:
-        # gloo cannot all-gather fp8, so the float8 TP styles stay a GPU path.
-        apply_tp(model, meshes.tp, layout.sequence_parallel)
+        # gloo cannot all-gather fp8: the float8 TP styles (fp8 collectives) are a GPU path;
+        # on CPU, plain TP styles shard the Float8Linear layers.
+        float8_tp = on_gpu and cfg.dtype.name == "fp8" and cfg.dtype.fp8_recipe == "tensorwise"
+        apply_tp(model, meshes.tp, layout.sequence_parallel, float8=float8_tp)
     if cfg.backend.activation_checkpointing != "none":
         apply_ac(model, cfg.backend.activation_checkpointing)
     if cfg.backend.compile:
@@ -107,10 +109,27 @@ def _replicated_norm(norm: nn.Module, tp_mesh: DeviceMesh) -> None:
     )
 
 
-def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
+def _tp_styles(float8: bool) -> tuple[type, type, type]:
+    """Column, row and input-preparation styles; the float8 ones all-gather in fp8."""
+    if not float8:
+        return ColwiseParallel, RowwiseParallel, PrepareModuleInput
+    from torchao.float8.float8_tensor_parallel import (
+        Float8ColwiseParallel,
+        Float8RowwiseParallel,
+        PrepareFloat8ModuleInput,
+    )
+
+    return Float8ColwiseParallel, Float8RowwiseParallel, PrepareFloat8ModuleInput
+
+
+def apply_tp(
+    model: nn.Module, tp_mesh: DeviceMesh, sequence_parallel: bool, *, float8: bool = False
+) -> None:
     """Megatron-style TP: q/k/v and w1/w3 column-parallel, wo and w2 row-parallel; with SP the
-    residual stream between blocks is sharded along the sequence (Shard(1))."""
+    residual stream between blocks is sharded along the sequence (Shard(1)). ``float8`` uses
+    torchao's float8 styles inside the blocks (fp8 collectives, tensorwise scaling)."""
     seq = Shard(1) if sequence_parallel else Replicate()
+    colwise, rowwise, prepare_input = _tp_styles(float8)
     top = {}
     if model.tok_embeddings is not None:
         top["tok_embeddings"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=seq)
@@ -123,19 +142,19 @@ def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, sequence_parallel: bool) -> 
         _replicated_norm(model.norm, tp_mesh)
     for block in model.layers.values():
         plan = {
-            "attention": PrepareModuleInput(
+            "attention": prepare_input(
                 input_layouts=(seq, None), desired_input_layouts=(Replicate(), None)
             ),
-            "attention.wq": ColwiseParallel(),
-            "attention.wk": ColwiseParallel(),
-            "attention.wv": ColwiseParallel(),
-            "attention.wo": RowwiseParallel(output_layouts=seq),
-            "feed_forward": PrepareModuleInput(
+            "attention.wq": colwise(),
+            "attention.wk": colwise(),
+            "attention.wv": colwise(),
+            "attention.wo": rowwise(output_layouts=seq),
+            "feed_forward": prepare_input(
                 input_layouts=(seq,), desired_input_layouts=(Replicate(),)
             ),
-            "feed_forward.w1": ColwiseParallel(),
-            "feed_forward.w2": RowwiseParallel(output_layouts=seq),
-            "feed_forward.w3": ColwiseParallel(),
+            "feed_forward.w1": colwise(),
+            "feed_forward.w2": rowwise(output_layouts=seq),
+            "feed_forward.w3": colwise(),
         }
         if sequence_parallel:
             plan |= {"attention_norm": SequenceParallel(), "ffn_norm": SequenceParallel()}
