@@ -70,6 +70,10 @@ class DTypeConfig:
     fp8_recipe: str | None = None
     """FP8 scaling recipe: tensorwise or rowwise (torchao, native); delayed, tensorwise or mxfp8
     (Transformer Engine, megatron)."""
+    fp8_amax_history_len: int = 1024
+    """Delayed scaling (megatron): steps of amax history the FP8 scales are computed from."""
+    fp8_amax_compute_algo: str = "max"
+    """Delayed scaling (megatron): max or most_recent amax of the history."""
     fp8_fsdp_all_gather: bool = True
     """native: all-gather FSDP weights in fp8 (tensorwise recipe only)."""
     fp8_precompute_scale: bool = True
@@ -114,6 +118,18 @@ class BackendConfig:
     weights for every layout), sharded (each rank draws only its shards, on the device: for
     models larger than one host's memory), or auto (full below 2B parameters)."""
     # -- megatron backend ----------------------------------------------------------------------
+    use_distributed_optimizer: bool = True
+    """megatron: shard fp32 main weights and AdamW state across data-parallel ranks (ZeRO-1)."""
+    overlap_grad_reduce: bool = True
+    """megatron: overlap the data-parallel gradient reduction with the backward pass."""
+    overlap_param_gather: bool = True
+    """megatron: overlap the distributed optimizer's weight all-gather with the next forward."""
+    grad_reduce_in_fp32: bool = True
+    """megatron: accumulate and reduce gradients in fp32 when the weights are bf16."""
+    make_vocab_size_divisible_by: int = 128
+    """megatron: pad the vocabulary to a multiple of this times tp (padded logits get no loss)."""
+    save_at_end: bool = False
+    """megatron: write a dist_checkpointing checkpoint into the run folder after the last step."""
 
 
 @dataclass
@@ -198,6 +214,11 @@ class TrainConfig:
     """Folder that receives one new run folder per run."""
     run_name: str | None = None
     """Prefix of the run id; null derives it from model and dtype."""
+    proxy: bool = False
+    """A proxy configuration (fewer layers than the real model, e.g. 405B below 576 GPUs): its
+    figures measure per-layer speed, not the model's; summaries and reports say so."""
+    log_ranks: list[int] | None = field(default_factory=lambda: [0])
+    """Ranks whose console log shows INFO lines (the rest show warnings only); null: every rank."""
 
 
 def register_configs() -> None:

@@ -18,12 +18,9 @@ def lr_factor(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: flo
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], trainer: DictConfig):
-    """AdamW (betas 0.9/0.95, as Llama 3 pretraining) and its per-step LambdaLR schedule."""
-    optimizer = torch.optim.AdamW(
-        params, lr=trainer.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=trainer.weight_decay
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
+def build_schedule(optimizer: torch.optim.Optimizer, trainer: DictConfig):
+    """The per-step warmup-then-cosine LambdaLR every backend steps once per global batch."""
+    return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: lr_factor(
             step,
@@ -32,4 +29,11 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], trainer: DictConfig):
             min_lr_ratio=trainer.min_lr_ratio,
         ),
     )
-    return optimizer, schedule
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], trainer: DictConfig):
+    """AdamW (betas 0.9/0.95, as Llama 3 pretraining) and its schedule."""
+    optimizer = torch.optim.AdamW(
+        params, lr=trainer.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=trainer.weight_decay
+    )
+    return optimizer, build_schedule(optimizer, trainer)

@@ -14,7 +14,10 @@ from omegaconf import DictConfig
 from recipes.errors import ConfigError
 from recipes.plan.layout import Layout
 
-BACKENDS = {"native": "recipes.backends.native:NativeBackend"}
+BACKENDS = {
+    "native": "recipes.backends.native:NativeBackend",
+    "megatron": "recipes.backends.megatron:MegatronBackend",
+}
 """Backend name -> ``module:class``; imported only when chosen (heavy dependencies stay lazy)."""
 
 
