@@ -2,21 +2,21 @@
 #SBATCH --job-name=recipes-llama31
 #SBATCH --exclusive
 #SBATCH --time=01:00:00
-# Llama 3.1 pretraining benchmark: DTYPE=bf16|fp8 MODEL_SIZE=8b|70b|405b|debug bash launch.sh [overrides]
-# Reads the environment, checks it, and hands over to recipes-train; extra arguments are Hydra
-# overrides. This version runs on one machine; Slurm multi-node launch comes with setup.sh staging.
+#SBATCH --output=slurm-%x-%j.out
+# Llama 3.1 pretraining benchmark (seed 003): DTYPE=bf16|fp8 MODEL_SIZE=8b|70b|405b|debug
+#   sbatch -N 72 launch.sh                  one rank per GPU through srun, in what setup.sh staged
+#   NGPU=4 bash launch.sh                   outside Slurm: 4 local ranks (torchrun)
+#   DRY_RUN=1 NGPU=576 bash launch.sh       validate and plan only, no GPU
+#   ... launch.sh -- trainer.max_steps=10   further Hydra overrides after --
+# Knobs (docs/slurm.md): STAGE_PATH, GSW_VERSION, NGPU, GPUS_PER_NODE, COMM_BACKEND, LOG_RANK,
+# DRY_RUN, BACKEND, GPU_TYPE, CONTAINER_MOUNTS. The logic is src/recipes/launch.py.
 set -euo pipefail
 
-die() { echo "launch.sh: $*" >&2; exit 2; }
-
-case "${DTYPE:-}" in
-  bf16|fp8) ;;
-  *) die "DTYPE='${DTYPE:-}' is required and must be one of: bf16 fp8 (e.g. DTYPE=bf16)" ;;
-esac
-case "${MODEL_SIZE:-}" in
-  8b|70b|405b|debug) ;;
-  *) die "MODEL_SIZE='${MODEL_SIZE:-}' is required and must be one of: 8b 70b 405b debug" ;;
-esac
-[ "${1:-}" = "--" ] && shift
-
-exec recipes-train "model=llama31_${MODEL_SIZE}" "dtype=${DTYPE}" "$@"
+# Under sbatch this file runs from Slurm's spool: the code is the one setup.sh staged.
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+code="$here" py=python3
+if [ -n "${STAGE_PATH:-}" ] && [ -f "$STAGE_PATH/stage.json" ]; then
+  code="$STAGE_PATH/code"
+  [ -x "$STAGE_PATH/venv/bin/python" ] && py="$STAGE_PATH/venv/bin/python"
+fi
+PYTHONPATH="$code/src${PYTHONPATH:+:$PYTHONPATH}" exec "${RECIPES_PYTHON:-$py}" -m recipes.launch "$@"

@@ -1,22 +1,12 @@
 #!/usr/bin/env bash
-# Stage what a benchmark job needs under STAGE_PATH: a venv with this package installed.
-# STAGE_PATH=/shared/fs/recipes ./setup.sh
+# Stage what benchmark jobs need under STAGE_PATH: the container (or a venv), the code and conf at
+# this version, the tokenizer, and stage.json. A second run reuses what is staged.
+#   STAGE_PATH=/lustre/$USER/recipes HF_TOKEN=<token> ./setup.sh
+#   STAGE_PATH=... CONTAINER=none TORCH_SPEC=torch==2.13.0 ./setup.sh      # a venv, no container
+# Knobs (see docs/slurm.md): STAGE_PATH (required), CONTAINER=enroot|none, CONTAINER_IMAGE,
+# SLURM_PARTITION, SLURM_ACCOUNT, SLURM_GPUS_PER_NODE, HF_TOKEN, TOKENIZER_REPO, TORCH_SPEC,
+# TORCH_INDEX_URL, VENV_SYSTEM_SITE_PACKAGES, PYTHON. The work is src/recipes/stage.py.
 set -euo pipefail
 
-die() { echo "setup.sh: $*" >&2; exit 2; }
-[ -n "${STAGE_PATH:-}" ] || die "STAGE_PATH is required: a folder on a file system every node sees (e.g. STAGE_PATH=/lustre/\$USER/recipes)"
-
-here="$(cd "$(dirname "$0")" && pwd)"
-venv="$STAGE_PATH/venv"
-mkdir -p "$STAGE_PATH"
-# The marker is written last: an interrupted install leaves no marker and is redone from scratch.
-if [ -f "$venv/.staged" ]; then
-  echo "setup.sh: venv already staged at $venv; reusing it"
-else
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "${TORCH_SPEC:-torch}"  # e.g. TORCH_SPEC=torch==2.13.0 for CPU
-  "$venv/bin/pip" install -q "$here"
-  touch "$venv/.staged"
-  echo "setup.sh: staged venv at $venv"
-fi
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}" exec "${PYTHON:-python3}" -m recipes.stage "$@"

@@ -151,7 +151,7 @@ class ClusterConfig:
     accelerator: str = "auto"
     """auto, gpu or cpu; auto takes the GPU where one is present."""
     comm_backend: str | None = None
-    """torch.distributed backend: nccl (GPU default), gloo (CPU default), or another one torch has."""
+    """torch.distributed backend: nccl (GPU default), gloo (CPU default), or any other torch has."""
     num_gpus: int | None = None
     """World size a dry run plans for; null means the processes actually launched."""
     gpu_type: str | None = None

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import warnings
+from collections.abc import Sequence
 
 import hydra
 import lightning as L
@@ -26,13 +27,18 @@ log = logging.getLogger("recipes")
 register_configs()
 # Lightning 2.6 calls a torch pytree API that newer torch deprecates; it changes nothing here.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Lightning notices an installed srun even when this process was not started by one.
+warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
 
 
-def setup_logging(rank: int) -> None:
-    """INFO on rank 0, warnings only elsewhere, so a multi-rank log reads like one."""
+def setup_logging(rank: int, log_ranks: Sequence[int] | None = (0,)) -> None:
+    """INFO on the ranks in ``log_ranks`` (every rank when None), warnings only elsewhere, so a
+    multi-rank log reads like one; lines carry the rank when more than rank 0 logs."""
+    verbose = log_ranks is None or rank in log_ranks
+    tag = "" if log_ranks is not None and list(log_ranks) == [0] else f"[rank{rank}] "
     logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format="%(asctime)s - %(name)s - %(message)s",
+        level=logging.INFO if verbose else logging.WARNING,
+        format=f"%(asctime)s - {tag}%(name)s - %(message)s",
         stream=sys.stdout,
         force=True,  # replace Hydra's own handler so every line has one format
     )
@@ -106,7 +112,7 @@ def run(cfg: DictConfig) -> dict | None:
 def main(cfg: DictConfig) -> dict | None:
     """Console entry point ``recipes-train``."""
     rank = distributed.global_rank()
-    setup_logging(rank)
+    setup_logging(rank, cfg.log_ranks)
     try:
         summary = run(cfg)
     except ConfigError as err:

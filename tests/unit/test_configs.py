@@ -95,6 +95,11 @@ def test_unknown_group_option_fails(compose_cfg):
             r"global_batch_size=7 .* use global_batch_size=6 or 8",
         ),
         (["parallelism.vp=2"], 1, r"vp=2 needs pipeline parallelism"),
+        (
+            ["parallelism.pp=2", "trainer.global_batch_size=2"],
+            4,
+            r"gives 1 micro-batches per pipeline .* at least pp=2; use global_batch_size=4",
+        ),
         (["parallelism.sequence_parallel=true"], 1, r"sequence_parallel=true needs tp >= 2"),
         (["trainer.seq_len=9000"], 1, r"seq_len=9000 exceeds model.max_seq_len=8192"),
         (["trainer.max_steps=2"], 1, r"timing_warmup_steps=2 leaves no steady-state"),

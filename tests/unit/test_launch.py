@@ -13,7 +13,11 @@ LAUNCH = Path(__file__).resolve().parents[2] / "launch.sh"
 
 
 def launch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DTYPE", "MODEL_SIZE")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DTYPE", "MODEL_SIZE", "STAGE_PATH") and not k.startswith("SLURM_")
+    }
     return subprocess.run(
         ["bash", str(LAUNCH), *args],
         env={**clean, **env},

@@ -137,11 +137,18 @@ def test_dry_run_plans_without_training(tmp_path, compose_cfg):
     )
 
 
+def launcher_free_env() -> dict[str, str]:
+    """This process's environment without what an earlier in-process run's process group left
+    (MASTER_PORT would make the child bind a port this process still holds)."""
+    left = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+    return {k: v for k, v in os.environ.items() if k not in left}
+
+
 def cli(*args: str, cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "recipes.train", *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**launcher_free_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,

@@ -152,6 +152,7 @@ class BenchmarkCallback(L.Callback):
             "model": self.cfg.model.name,
             "dtype": self.cfg.dtype.name,
             "backend": self.cfg.backend.name,
+            "proxy": self.cfg.get("proxy", False),
             "num_gpus": self.world_size,
             "seq_len": self.cfg.trainer.seq_len,
             "global_batch_size": self.cfg.trainer.global_batch_size,

@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 
 from recipes.errors import ConfigError
 
-
 PP_SCHEDULES = ("1f1b", "gpipe")
 
 
@@ -143,9 +142,10 @@ def check_fits_model(layout: Layout, cfg: DictConfig) -> None:
     step = layout.pp if layout.vp > 1 else 1
     if layout.pp > 1 and (micro_batches < layout.pp or micro_batches % step):
         need = f"a multiple of pp={layout.pp}" if layout.vp > 1 else f"at least pp={layout.pp}"
+        unit = per_step * layout.pp
+        fix = _nearest_multiples(max(trainer.global_batch_size, unit), unit)
         raise ConfigError(
             f"trainer.global_batch_size={trainer.global_batch_size} gives {micro_batches} "
             f"micro-batches per pipeline (global_batch_size / (micro_batch_size*dp)); it must be "
-            f"{need}; use global_batch_size="
-            f"{_nearest_multiples(max(trainer.global_batch_size, per_step * layout.pp), per_step * layout.pp)}"
+            f"{need}; use global_batch_size={fix}"
         )

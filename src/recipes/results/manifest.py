@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -61,17 +63,68 @@ def accelerator_info() -> dict[str, str | int | None]:
     return info
 
 
+def driver_version() -> str | None:
+    """The GPU driver's version, from the vendor tool where it is installed (None elsewhere)."""
+    if torch.version.hip:
+        amdgpu = Path("/sys/module/amdgpu/version")
+        return amdgpu.read_text().strip() if amdgpu.is_file() else None
+    if torch.version.cuda and shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        try:
+            out = subprocess.run(query, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        lines = out.stdout.strip().splitlines()
+        return lines[0].strip() if out.returncode == 0 and lines else None
+    return None
+
+
+def gpu_info() -> dict[str, str | int | None]:
+    """GPU model, count per node and driver: from torch (CUDA or ROCm alike), else the scheduler."""
+    scheduler = os.environ.get("RECIPES_GPUS_PER_NODE") or os.environ.get("SLURM_GPUS_ON_NODE")
+    if torch.cuda.is_available():
+        model, count = torch.cuda.get_device_name(), torch.cuda.device_count()
+    else:
+        model, count = None, int(scheduler) if scheduler and scheduler.isdigit() else 0
+    return {"model": model, "count_per_node": count, "driver": driver_version()}
+
+
+def stage_info() -> dict | None:
+    """What setup.sh staged for this run (image, digest, code), from launch.sh's stage.json."""
+    path = os.environ.get("RECIPES_STAGE_JSON")
+    if not path:
+        return None
+    try:
+        stage = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    keys = ("stage_path", "staged_at", "runtime", "image", "digest", "git_sha", "git_dirty")
+    return {k: stage.get(k) for k in keys} | {"versions": stage.get("versions")}
+
+
+def node_list() -> list[str]:
+    """Every node: launch.sh's expanded list, else Slurm's (compressed), else this host."""
+    nodes = os.environ.get("RECIPES_NODES") or os.environ.get("SLURM_JOB_NODELIST")
+    return nodes.split(",") if nodes else [socket.gethostname()]
+
+
 def build_manifest(world_size: int) -> dict:
     """Everything needed to say which code ran where and how."""
+    stage = stage_info()
     return {
         "git_sha": git_sha(),
         "versions": package_versions(),
         "accelerator": accelerator_info(),
+        "gpu": gpu_info(),
         "host": socket.gethostname(),
-        "nodes": os.environ.get("SLURM_JOB_NODELIST", socket.gethostname()),
+        "nodes": node_list(),
         "world_size": world_size,
-        "container_image": os.environ.get("RECIPES_CONTAINER_IMAGE"),
-        "container_digest": os.environ.get("RECIPES_CONTAINER_DIGEST"),
+        "job_total_gpus": int(os.environ.get("RECIPES_JOB_TOTAL_GPUS") or world_size),
+        "container_image": os.environ.get("RECIPES_CONTAINER_IMAGE") or (stage or {}).get("image"),
+        "container_digest": (
+            os.environ.get("RECIPES_CONTAINER_DIGEST") or (stage or {}).get("digest")
+        ),
+        "stage": stage,
         "command": sys.argv,
         "env": {
             k: v

@@ -1,0 +1,116 @@
+"""setup.sh + launch.sh on a real 2-node Slurm cluster (CPU ranks, gloo), and Hydra sweeps
+through the submitit launcher."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH = str(ROOT / "launch.sh")
+SHORT = ("--", "trainer.max_steps=4", "trainer.timing_warmup_steps=1")
+
+
+def job_output(cwd: Path, job_id: str) -> str:
+    (out,) = cwd.glob(f"slurm-*-{job_id}.out")
+    return out.read_text()
+
+
+def test_debug_job_trains_across_2_nodes_x_2_ranks(slurm, staged, tmp_path):
+    env = {"DTYPE": "bf16", "MODEL_SIZE": "debug", "STAGE_PATH": str(staged)}
+    job_id = slurm.sbatch("-N", "2", LAUNCH, *SHORT, env=env, cwd=tmp_path)
+    info = slurm.wait(job_id)
+    output = job_output(tmp_path, job_id)
+    results = staged / "results" / "0.1.0" / "bf16" / "debug" / "4"
+    log = results / f"log-recipes-llama31_{job_id}.out"
+    assert info["JobState"] == "COMPLETED", output + (log.read_text() if log.exists() else "")
+    assert "llama31_debug bf16 on 4 GPUs (2 node(s) x 2)" in output
+    assert "--ntasks-per-node=2 --ntasks=4" in output
+
+    (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["valid"] is True and summary["steps"] == 4
+    assert (summary["num_gpus"], summary["proxy"], summary["model"]) == (4, False, "llama31_debug")
+    assert summary["loss_last"] < summary["loss_first"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["nodes"] == ["n1", "n2"] and manifest["world_size"] == 4
+    assert manifest["job_total_gpus"] == 4 and manifest["gpu"]["count_per_node"] == 2
+    assert manifest["stage"]["runtime"] == "venv" and manifest["git_sha"]
+    assert manifest["env"]["MASTER_ADDR"] == "n1"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["cluster"]["name"] == "slurm"
+    assert "step:    4" in log.read_text()  # every rank's output, one file per job
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"MODEL_SIZE": "debug"}, "DTYPE='' is required and must be one of: bf16 fp8"),
+        ({"DTYPE": "fp16", "MODEL_SIZE": "debug"}, "DTYPE='fp16' is required"),
+        ({"DTYPE": "bf16", "MODEL_SIZE": "405b"}, "no configuration for 4 GPUs; supported: 32"),
+    ],
+)
+def test_bad_settings_fail_the_job_at_once(slurm, staged, tmp_path, env, message):
+    started = time.monotonic()
+    job_id = slurm.sbatch("-N", "2", LAUNCH, env={**env, "STAGE_PATH": str(staged)}, cwd=tmp_path)
+    info = slurm.wait(job_id, timeout=120)
+    assert (info["JobState"], info["ExitCode"]) == ("FAILED", "2:0")
+    assert message in job_output(tmp_path, job_id)
+    assert time.monotonic() - started < 60
+    assert not (staged / "results" / "0.1.0" / "bf16" / "405b").exists()  # nothing started
+
+
+def test_dry_run_plans_the_job_scale_in_one_task(slurm, staged, tmp_path):
+    env = {
+        "DTYPE": "bf16",
+        "MODEL_SIZE": "8b",
+        "STAGE_PATH": str(staged),
+        "DRY_RUN": "1",
+        "GPUS_PER_NODE": "4",
+    }
+    job_id = slurm.sbatch("-N", "2", LAUNCH, env=env, cwd=tmp_path)
+    info = slurm.wait(job_id)
+    output = job_output(tmp_path, job_id)
+    assert info["JobState"] == "COMPLETED", output
+    assert "--nodes=1 --ntasks-per-node=1 --ntasks=1" in output
+    (run_dir,) = (staged / "results" / "0.1.0" / "bf16" / "8b" / "8").glob("*_dryrun_*")
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["layout"]["world_size"] == 8 and plan["layout"]["cp"] == 2
+
+
+def test_hydra_multirun_through_submitit_completes_two_jobs(slurm, staged, tmp_path):
+    python = staged / "venv" / "bin" / "python"
+    cmd = [
+        str(python),
+        "-m",
+        "recipes.train",
+        "-m",
+        "cluster=slurm",
+        "trainer.lr=1e-3,2e-3",
+        "trainer.max_steps=3",
+        "trainer.timing_warmup_steps=1",
+        f"output_dir={tmp_path}",
+    ]
+    proc = subprocess.run(
+        cmd, env=slurm.env, cwd=tmp_path, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name != "multirun")
+    assert len(runs) == 2
+    lrs = set()
+    for run_dir in runs:
+        assert json.loads((run_dir / "summary.json").read_text())["valid"] is True
+        lrs.add(yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["lr"])
+    assert lrs == {1e-3, 2e-3}
+    # One Slurm array job with a task per sweep point, each finished with its result.
+    results = sorted(tmp_path.glob("multirun/*/.submitit/*_*/*_result.pkl"))
+    assert len(results) == 2
+    for result in results:
+        assert slurm.job(result.parent.name)["JobState"] == "COMPLETED"
