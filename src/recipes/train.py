@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from recipes import distributed, metrics
-from recipes.backends import get_backend
+from recipes.backends import Backend, get_backend
 from recipes.callbacks.benchmark import BenchmarkCallback
 from recipes.config import conf_dir, register_configs, resolve_auto, validate
 from recipes.data import TokenDataModule
@@ -67,8 +67,8 @@ def run_shape(cfg: DictConfig, layout: Layout) -> RunShape:
     )
 
 
-def check_and_plan(cfg: DictConfig) -> Layout:
-    """All validation, before any process group or GPU is touched."""
+def check_and_plan(cfg: DictConfig) -> tuple[Layout, Backend]:
+    """All validation, before any process group or GPU is touched; the layout and backend."""
     resolve_auto(cfg, cuda_available=torch.cuda.is_available())
     launched = distributed.world_size()
     planned = cfg.cluster.num_gpus
@@ -78,18 +78,18 @@ def check_and_plan(cfg: DictConfig) -> Layout:
             "is what a dry run plans for: drop it, or add dry_run=true"
         )
     layout = validate(cfg, planned if cfg.dry_run and planned else launched)
-    get_backend(cfg.backend.name).validate(cfg, layout)
-    return layout
+    backend = get_backend(cfg.backend.name)
+    backend.validate(cfg, layout)
+    return layout, backend
 
 
 def run(cfg: DictConfig) -> dict | None:
     """Train (or, with ``dry_run``, only plan) and return the run summary."""
-    layout = check_and_plan(cfg)
+    layout, backend = check_and_plan(cfg)
     if cfg.dry_run:
         from recipes.plan.estimate import dry_run
 
         return dry_run(cfg, layout)
-    backend = get_backend(cfg.backend.name)
     L.seed_everything(cfg.seed, verbose=False)
     bench = BenchmarkCallback(cfg, run_shape(cfg, layout), layout.world_size)
     trainer = L.Trainer(
