@@ -18,7 +18,7 @@ def test_float8_skips_the_output_head_and_dims_not_divisible_by_16(compose_cfg):
         "dtype=fp8", "model.dim=96", "model.n_heads=4", "model.n_kv_heads=2", "model.ffn_dim=200"
     )
     model = Llama(cfg.model)
-    apply_float8(model, cfg.dtype)
+    apply_float8(model, cfg.dtype, fsdp=False)
     kinds = {name: type(m) for name, m in model.named_modules()}
     assert kinds["layers.0.attention.wq"] is Float8Linear  # 96 x 96
     assert kinds["layers.0.attention.wk"] is Float8Linear  # 96 x 48

@@ -53,7 +53,7 @@ def parallelize(
 ) -> None:
     """Apply every configured parallelism to ``model`` in place, in the module's fixed order."""
     if cfg.dtype.name == "fp8":
-        apply_float8(model, cfg.dtype)
+        apply_float8(model, cfg.dtype, fsdp=fsdp_enabled(layout))
     if layout.tp > 1:
         # gloo cannot all-gather fp8: the float8 TP styles (fp8 collectives) are a GPU path;
         # on CPU, plain TP styles shard the Float8Linear layers.
@@ -85,12 +85,13 @@ def float8_eligible(module: nn.Module, fqn: str) -> bool:
     return module.in_features % 16 == 0 and module.out_features % 16 == 0
 
 
-def apply_float8(model: nn.Module, dtype_cfg: DictConfig) -> None:
-    """Swap eligible Linear layers for torchao Float8Linear with the configured recipe."""
+def apply_float8(model: nn.Module, dtype_cfg: DictConfig, *, fsdp: bool) -> None:
+    """Swap eligible Linear layers for torchao Float8Linear with the configured recipe; the fp8
+    all-gather only where FSDP will gather (it wraps weights, a cost with nothing to gather)."""
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
     config = Float8LinearConfig.from_recipe_name(dtype_cfg.fp8_recipe)
-    if dtype_cfg.fp8_fsdp_all_gather:
+    if dtype_cfg.fp8_fsdp_all_gather and fsdp:
         config = dataclasses.replace(config, enable_fsdp_float8_all_gather=True)
     convert_to_float8_training(model, config=config, module_filter_fn=float8_eligible)
 
