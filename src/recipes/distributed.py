@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch.distributed as dist
+
+RENDEZVOUS_VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
 
 
 def world_size() -> int:
@@ -25,3 +31,22 @@ def lightning_devices() -> dict[str, int]:
     """``devices`` and ``num_nodes`` for ``lightning.Trainer`` matching the launched processes."""
     local = local_world_size()
     return {"devices": local, "num_nodes": max(1, world_size() // local)}
+
+
+@contextmanager
+def process_group_scope() -> Iterator[None]:
+    """Leave the process as it was found: a process group the body created is destroyed and the
+    rendezvous variables Lightning exported are restored, so one process (a test session, a
+    notebook) can run several trainings, and its children do not inherit a port it holds."""
+    had_group = dist.is_available() and dist.is_initialized()
+    saved = {name: os.environ.get(name) for name in RENDEZVOUS_VARS}
+    try:
+        yield
+    finally:
+        if not had_group and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -36,12 +36,12 @@ def setup_logging(rank: int, log_ranks: Sequence[int] | None = (0,)) -> None:
     multi-rank log reads like one; lines carry the rank when more than rank 0 logs."""
     verbose = log_ranks is None or rank in log_ranks
     tag = "" if log_ranks is not None and list(log_ranks) == [0] else f"[rank{rank}] "
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format=f"%(asctime)s - {tag}%(name)s - %(message)s",
-        stream=sys.stdout,
-        force=True,  # replace Hydra's own handler so every line has one format
-    )
+    console = logging.StreamHandler(sys.stdout)
+    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter(f"%(asctime)s - {tag}%(name)s - %(message)s"))
+    # The level filters at the console, so the run folder's log file still gets INFO lines.
+    # force: replace Hydra's own handler so every line has one format.
+    logging.basicConfig(level=logging.INFO, handlers=[console], force=True)
 
 
 def device_name(cfg: DictConfig) -> str:
@@ -104,7 +104,8 @@ def run(cfg: DictConfig) -> dict | None:
         callbacks=[bench],
         **backend.trainer_kwargs(cfg, layout),
     )
-    trainer.fit(backend.build_module(cfg, layout), datamodule=TokenDataModule(cfg))
+    with distributed.process_group_scope():
+        trainer.fit(backend.build_module(cfg, layout), datamodule=TokenDataModule(cfg))
     return bench.summary
 
 

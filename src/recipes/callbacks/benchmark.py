@@ -83,7 +83,9 @@ class BenchmarkCallback(L.Callback):
         self._log_file = logging.FileHandler(self.run_dir / "train.log")
         self._log_file.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(message)s"))
         logging.getLogger().addHandler(self._log_file)
-        log.setLevel(logging.INFO)  # the log file gets every step even when the console is quiet
+        # The log file gets every step even where no logging was set up (a test, a notebook).
+        self._saved_level = log.level
+        log.setLevel(logging.INFO)
         log.info("run folder: %s", self.run_dir)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -91,6 +93,7 @@ class BenchmarkCallback(L.Callback):
             logging.getLogger().removeHandler(self._log_file)
             self._log_file.close()
             self._log_file = None
+            log.setLevel(self._saved_level)
 
     # -- timing -------------------------------------------------------------------------------
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
