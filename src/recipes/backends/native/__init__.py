@@ -54,11 +54,13 @@ class NativeBackend:
         on_gpu = cfg.cluster.accelerator == "gpu"
         if on_gpu:
             torch.set_float32_matmul_precision("high")  # TF32 for fp32 runs, as NeMo does
-        # Low precision on GPU only: FSDP's bf16 mixed-precision policy when sharding,
-        # autocast otherwise; fp8 matmuls come from Float8Linear either way.
-        autocast = on_gpu and cfg.dtype.name in ("bf16", "fp8") and not fsdp_enabled(layout)
-        if cfg.dtype.name == "bf16" and not on_gpu:
-            autocast = True  # bf16 asked for explicitly on CPU: autocast there too
+            # bf16 (and fp8's non-fp8 parts): FSDP's mixed-precision policy where it shards,
+            # autocast otherwise.
+            low = cfg.dtype.name in ("bf16", "fp8")
+            autocast = low and not fsdp_enabled(layout)
+        else:
+            # On CPU bf16 autocasts when asked for; fp8 keeps everything but its matmuls in fp32.
+            autocast = cfg.dtype.name == "bf16"
         return {
             "accelerator": cfg.cluster.accelerator,
             "strategy": NativeParallelStrategy(layout, cfg.cluster.comm_backend),
