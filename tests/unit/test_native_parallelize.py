@@ -64,3 +64,23 @@ def test_cpu_precision(compose_cfg, dtype, world, precision):
     resolve_auto(cfg, cuda_available=False)
     layout = validate(cfg, world_size=world)
     assert NativeBackend().trainer_kwargs(cfg, layout)["precision"] == precision
+
+
+@pytest.mark.parametrize(
+    "dtype, world, precision",
+    [
+        ("fp32", 1, "32-true"),
+        ("bf16", 1, "bf16-mixed"),
+        ("fp8", 1, "bf16-mixed"),
+        ("bf16", 2, "32-true"),
+        ("fp8", 2, "32-true"),
+    ],
+)
+def test_gpu_precision_autocast_without_fsdp_mixed_policy_with_it(
+    compose_cfg, dtype, world, precision
+):
+    # On GPU a sharded run takes bf16 from FSDP's MixedPrecisionPolicy, not from autocast.
+    cfg = compose_cfg(f"dtype={dtype}")
+    resolve_auto(cfg, cuda_available=True)
+    layout = validate(cfg, world_size=world)
+    assert NativeBackend().trainer_kwargs(cfg, layout)["precision"] == precision
