@@ -83,4 +83,8 @@ def test_gpu_precision_autocast_without_fsdp_mixed_policy_with_it(
     cfg = compose_cfg(f"dtype={dtype}")
     resolve_auto(cfg, cuda_available=True)
     layout = validate(cfg, world_size=world)
-    assert NativeBackend().trainer_kwargs(cfg, layout)["precision"] == precision
+    before = torch.get_float32_matmul_precision()
+    try:
+        assert NativeBackend().trainer_kwargs(cfg, layout)["precision"] == precision
+    finally:
+        torch.set_float32_matmul_precision(before)  # the GPU path allows TF32 process-wide
