@@ -8,7 +8,16 @@ from contextlib import contextmanager
 
 import torch.distributed as dist
 
-RENDEZVOUS_VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+RENDEZVOUS_VARS = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+)
+"""What a launcher (or Lightning) exports for torch.distributed's rendezvous."""
 
 
 def world_size() -> int:

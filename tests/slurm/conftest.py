@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from fake_hub import LLAMA_TOKENIZER, FakeHub, Repo
+from recipes.distributed import RENDEZVOUS_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
@@ -95,9 +96,10 @@ def slurm(tmp_path_factory):
         pytest.skip("the local Slurm cluster needs root (munged, slurmd, /etc/hosts)")
     state = tmp_path_factory.mktemp("slurm")
     # Jobs run on this host: no rendezvous or Slurm variables leak in from the test process.
-    leaks = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
     inherited = {
-        k: v for k, v in os.environ.items() if k not in leaks and not k.startswith("SLURM_")
+        k: v
+        for k, v in os.environ.items()
+        if k not in RENDEZVOUS_VARS and not k.startswith("SLURM_")
     }
     env = {
         **inherited,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recipes.distributed import RENDEZVOUS_VARS
 from recipes.train import run
 
 SUMMARY_FIELDS = {
@@ -140,8 +141,7 @@ def test_dry_run_plans_without_training(tmp_path, compose_cfg):
 def launcher_free_env() -> dict[str, str]:
     """This process's environment without what an earlier in-process run's process group left
     (MASTER_PORT would make the child bind a port this process still holds)."""
-    left = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
-    return {k: v for k, v in os.environ.items() if k not in left}
+    return {k: v for k, v in os.environ.items() if k not in RENDEZVOUS_VARS}
 
 
 def cli(*args: str, cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
