@@ -128,8 +128,6 @@ class BackendConfig:
     """megatron: accumulate and reduce gradients in fp32 when the weights are bf16."""
     make_vocab_size_divisible_by: int = 128
     """megatron: pad the vocabulary to a multiple of this times tp (padded logits get no loss)."""
-    save_at_end: bool = False
-    """megatron: write a dist_checkpointing checkpoint into the run folder after the last step."""
 
 
 @dataclass
@@ -189,6 +187,19 @@ class TrainerConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Sharded checkpoints in the run folder (``checkpoint/step_<N>``) and resuming from them."""
+
+    every_n_steps: int = 0
+    """Save after every N-th optimizer step; 0 saves none on a schedule."""
+    save_at_end: bool = False
+    """Save after the last step too."""
+    resume_from: str | None = None
+    """A run folder (its newest checkpoint), a ``checkpoint/step_<N>`` folder, or ``latest`` (the
+    newest checkpoint of any run under output_dir); the new run gets a run folder of its own."""
+
+
+@dataclass
 class TrainConfig:
     """Root of the composed configuration."""
 
@@ -206,6 +217,8 @@ class TrainConfig:
     """Machine description (group ``cluster``)."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Optimisation and step shape."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Saving and resuming."""
     seed: int = 1234
     """Seed for weights and synthetic data; the same seed gives the same run."""
     dry_run: bool = False

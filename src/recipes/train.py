@@ -7,6 +7,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 from recipes import distributed, metrics
 from recipes.backends import Backend, get_backend
 from recipes.callbacks.benchmark import BenchmarkCallback
+from recipes.checkpoint import CheckpointCallback, check_resume, check_schedule
 from recipes.config import conf_dir, register_configs, resolve_auto, validate
 from recipes.data import TokenDataModule
 from recipes.errors import ConfigError
@@ -67,8 +69,9 @@ def run_shape(cfg: DictConfig, layout: Layout) -> RunShape:
     )
 
 
-def check_and_plan(cfg: DictConfig) -> tuple[Layout, Backend]:
-    """All validation, before any process group or GPU is touched; the layout and backend."""
+def check_and_plan(cfg: DictConfig) -> tuple[Layout, Backend, Path | None]:
+    """All validation, before any process group or GPU is touched; the layout, the backend and
+    the checkpoint to resume from."""
     resolve_auto(cfg, cuda_available=torch.cuda.is_available())
     launched = distributed.world_size()
     planned = cfg.cluster.num_gpus
@@ -80,18 +83,20 @@ def check_and_plan(cfg: DictConfig) -> tuple[Layout, Backend]:
     layout = validate(cfg, planned if cfg.dry_run and planned else launched)
     backend = get_backend(cfg.backend.name)
     backend.validate(cfg, layout)
-    return layout, backend
+    check_schedule(cfg)
+    resume = check_resume(cfg)
+    return layout, backend, resume and resume[0]
 
 
 def run(cfg: DictConfig) -> dict | None:
     """Train (or, with ``dry_run``, only plan) and return the run summary."""
-    layout, backend = check_and_plan(cfg)
+    layout, backend, resume = check_and_plan(cfg)
     if cfg.dry_run:
         from recipes.plan.estimate import dry_run
 
         return dry_run(cfg, layout)
     L.seed_everything(cfg.seed, verbose=False)
-    bench = BenchmarkCallback(cfg, run_shape(cfg, layout), layout.world_size)
+    bench = BenchmarkCallback(cfg, run_shape(cfg, layout), layout.world_size, resume)
     trainer = L.Trainer(
         max_steps=cfg.trainer.max_steps,
         logger=False,
@@ -101,11 +106,12 @@ def run(cfg: DictConfig) -> dict | None:
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        callbacks=[bench],
+        callbacks=[bench, CheckpointCallback(cfg, bench)],
         **backend.trainer_kwargs(cfg, layout),
     )
     with distributed.process_group_scope():
-        trainer.fit(backend.build_module(cfg, layout), datamodule=TokenDataModule(cfg))
+        module = backend.build_module(cfg, layout)
+        trainer.fit(module, datamodule=TokenDataModule(cfg), ckpt_path=resume)
     return bench.summary
 
 

@@ -30,24 +30,34 @@ def launch(nproc: int, overrides: tuple[str, ...], out: Path) -> subprocess.Comp
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 
 
-def losses_of(proc: subprocess.CompletedProcess, out: Path) -> list[float]:
-    """Per-step losses from the one run folder the launch wrote."""
+def run_folder(proc: subprocess.CompletedProcess, out: Path) -> Path:
+    """The one run folder a successful launch wrote."""
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     (run_dir,) = [p for p in out.iterdir() if p.is_dir() and p.name != "multirun"]
+    return run_dir
+
+
+def losses_in(run_dir: Path) -> list[float]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line)["loss"] for line in lines]
 
 
 @pytest.fixture(scope="session")
-def train_losses(tmp_path_factory):
-    """``train_losses(nproc, *overrides)`` -> per-step losses; identical launches are cached."""
-    cache: dict[tuple, list[float]] = {}
+def train_run(tmp_path_factory):
+    """``train_run(nproc, *overrides)`` -> the run folder; identical launches are cached."""
+    cache: dict[tuple, Path] = {}
 
-    def _run(nproc: int, *overrides: str) -> list[float]:
+    def _run(nproc: int, *overrides: str) -> Path:
         key = (nproc, overrides)
         if key not in cache:
             out = tmp_path_factory.mktemp(f"np{nproc}")
-            cache[key] = losses_of(launch(nproc, overrides, out), out)
+            cache[key] = run_folder(launch(nproc, overrides, out), out)
         return cache[key]
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def train_losses(train_run):
+    """``train_losses(nproc, *overrides)`` -> per-step losses of that (cached) launch."""
+    return lambda nproc, *overrides: losses_in(train_run(nproc, *overrides))

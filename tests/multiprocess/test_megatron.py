@@ -20,14 +20,14 @@ from recipes.backends.megatron import env  # noqa: E402
 TOLERANCE = 1e-4
 MEGATRON = ("backend=megatron", "cluster.accelerator=cpu", "trainer.seq_len=128")
 """CPU and gloo even on a GPU host; short sequences keep the eight launches near 2.5 minutes."""
-REFERENCE = (*MEGATRON, "backend.save_at_end=true")
+REFERENCE = (*MEGATRON, "checkpoint.save_at_end=true")
 """The single-process run every layout is compared with; it also leaves a checkpoint."""
 
 LAYOUTS = {
     "tp2": ("parallelism.tp=2",),
     "tp2_sp": ("parallelism.tp=2", "parallelism.sequence_parallel=true"),
     "pp2": ("parallelism.pp=2",),
-    "pp2_vp2": ("parallelism.pp=2", "parallelism.vp=2", "backend.save_at_end=true"),
+    "pp2_vp2": ("parallelism.pp=2", "parallelism.vp=2", "checkpoint.save_at_end=true"),
     "cp2": ("parallelism.cp=2",),
     "dp2_distributed_optimizer": ("backend.use_distributed_optimizer=true",),
     # dp_replicate=2: two distributed-optimizer instances; and the non-overlapped reduce/gather.

@@ -58,8 +58,11 @@ def format_line(record: dict[str, Any]) -> str:
 class BenchmarkCallback(L.Callback):
     """Times every step, logs it, guards against NaN/inf, and writes the run folder."""
 
-    def __init__(self, cfg: DictConfig, shape: RunShape, world_size: int) -> None:
+    def __init__(
+        self, cfg: DictConfig, shape: RunShape, world_size: int, resumed_from: Path | None = None
+    ) -> None:
         self.cfg = cfg
+        self.resumed_from = resumed_from
         self.shape = shape
         self.world_size = world_size
         self.records: list[dict[str, Any]] = []
@@ -144,9 +147,9 @@ class BenchmarkCallback(L.Callback):
         summary = summarize(
             self.records, self.shape, timing_warmup_steps=self.cfg.trainer.timing_warmup_steps
         )
-        if len(self.records) < self.cfg.trainer.max_steps and self.invalid_reason is None:
+        if trainer.global_step < self.cfg.trainer.max_steps and self.invalid_reason is None:
             self.invalid_reason = (
-                f"stopped after {len(self.records)} of {self.cfg.trainer.max_steps}"
+                f"stopped after step {trainer.global_step} of {self.cfg.trainer.max_steps}"
             )
         self.summary = {
             "valid": self.invalid_reason is None,
@@ -159,6 +162,7 @@ class BenchmarkCallback(L.Callback):
             "num_gpus": self.world_size,
             "seq_len": self.cfg.trainer.seq_len,
             "global_batch_size": self.cfg.trainer.global_batch_size,
+            "resumed_from": self.resumed_from and str(self.resumed_from),
             **summary,
         }
         if trainer.is_global_zero:

@@ -15,20 +15,30 @@ class GlobalBatchSampler(Sampler[list[int]]):
     """Yields, per step, this rank's contiguous slice of global batch ``step``.
 
     Samples are numbered globally (step * global_batch + position), so every layout and every
-    data-parallel size trains on the same samples in the same steps.
+    data-parallel size trains on the same samples in the same steps, and a run resumed at step
+    ``start_step`` goes on with the samples the uninterrupted run would have seen.
     """
 
-    def __init__(self, *, global_batch_size: int, num_steps: int, dp_rank: int, dp_size: int):
+    def __init__(
+        self,
+        *,
+        global_batch_size: int,
+        num_steps: int,
+        dp_rank: int,
+        dp_size: int,
+        start_step: int = 0,
+    ):
         self.local = global_batch_size // dp_size
         self.global_batch_size = global_batch_size
         self.num_steps = num_steps
+        self.start_step = start_step
         self.offset = dp_rank * self.local
 
     def __len__(self) -> int:
-        return self.num_steps
+        return self.num_steps - self.start_step
 
     def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.num_steps):
+        for step in range(self.start_step, self.num_steps):
             first = step * self.global_batch_size + self.offset
             yield list(range(first, first + self.local))
 
@@ -61,6 +71,8 @@ class TokenDataModule(L.LightningDataModule):
             num_steps=self.cfg.trainer.max_steps,
             dp_rank=dp.get("rank", 0),
             dp_size=dp.get("num_replicas", 1),
+            # Restored from a checkpoint before the loader is built: a resumed run starts there.
+            start_step=self.trainer.global_step,
         )
         return DataLoader(
             build_dataset(self.cfg), batch_sampler=sampler, num_workers=self.cfg.data.num_workers

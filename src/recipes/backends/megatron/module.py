@@ -73,9 +73,3 @@ class MegatronLlamaModule(L.LightningModule):
         self.lr_schedulers().step()
         grad_norm = optimizer.optimizer.grad_norm
         return {"loss": loss, "grad_norm": torch.tensor(float(grad_norm))}
-
-    def on_train_end(self) -> None:
-        if self.cfg.backend.save_at_end:
-            from recipes.backends.megatron.checkpoint import save
-
-            save(self.trainer, list(self.chunks))

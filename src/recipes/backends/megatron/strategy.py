@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from megatron.core.utils import get_model_config
 from omegaconf import DictConfig
 
 from recipes.backends.megatron import env
+from recipes.backends.megatron.checkpoint import load, save
 from recipes.backends.megatron.provider import uses_transformer_engine
 
 log = logging.getLogger("recipes")
@@ -167,6 +169,32 @@ class MegatronStrategy(DDPStrategy):
             group=parallel_state.get_pipeline_model_parallel_group(),
         )
         return (totals[0] / totals[1]).float()
+
+    # -- checkpoints (Megatron dist_checkpointing; see .checkpoint) ----------------------------
+    @property
+    def restore_checkpoint_after_setup(self) -> bool:
+        return True  # the chunks and the optimizer must exist to load shards into them
+
+    @property
+    def lightning_restore_optimizer(self) -> bool:
+        return False  # load_checkpoint has restored it
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        return {}  # the shards are written by save_checkpoint; nothing is gathered
+
+    def optimizer_state(self, optimizer) -> dict[str, Any]:
+        return {}
+
+    def save_checkpoint(self, checkpoint: dict, filepath, storage_options=None) -> None:
+        checkpoint.pop("state_dict", None)
+        checkpoint.pop("optimizer_states", None)
+        save(self, checkpoint, Path(filepath))
+
+    def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
+        return load(self, Path(checkpoint_path))
+
+    def load_model_state_dict(self, checkpoint, strict: bool = True) -> None:
+        pass  # load_checkpoint has loaded the shards
 
     # -- end ----------------------------------------------------------------------------------
     def teardown(self) -> None:

@@ -1,0 +1,136 @@
+"""Checkpoints in the run folder (``checkpoint/step_<N>``): when to save, and which to resume.
+
+Both backends save through ``Trainer.save_checkpoint`` into a folder of sharded files (torch DCP
+on the native backend, Megatron ``dist_checkpointing`` on the megatron one) plus Lightning's
+loop, schedule and callback state; a later run loads it with ``Trainer.fit(ckpt_path=...)``
+into whatever layout it runs, and continues at the next step with the same data.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from recipes.callbacks.benchmark import BenchmarkCallback
+from recipes.errors import ConfigError
+
+log = logging.getLogger("recipes")
+
+STEP_DIR = re.compile(r"step_(\d+)")
+RUN_CONFIG = "config.yaml"
+"""The resolved config every run folder holds; a checkpoint is read against its run's."""
+LOADER_STATE = "meta.pt"
+"""Lightning's file of loop, schedule and callback state inside a checkpoint folder."""
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoint" / f"step_{step}"
+
+
+def step_of(path: Path) -> int:
+    match = STEP_DIR.fullmatch(path.name)
+    if match is None:
+        raise ValueError(f"{path} is not a checkpoint/step_<N> folder")
+    return int(match.group(1))
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's finished checkpoints (Lightning's state file is written last), oldest first."""
+    found = [
+        p
+        for p in (run_dir / "checkpoint").glob("step_*")
+        if STEP_DIR.fullmatch(p.name) and (p / LOADER_STATE).is_file()
+    ]
+    return sorted(found, key=step_of)
+
+
+def find_resume_checkpoint(resume_from: str, output_dir: str) -> Path:
+    """The checkpoint folder ``checkpoint.resume_from`` names."""
+    if resume_from == "latest":
+        runs = [p.parent for p in Path(output_dir).glob(f"**/{RUN_CONFIG}")]
+        found = [ckpt for run in runs for ckpt in complete_checkpoints(run)]
+        if not found:
+            raise ConfigError(
+                f"checkpoint.resume_from=latest found no checkpoint under output_dir="
+                f"{output_dir!r}; save one with checkpoint.every_n_steps=N (or save_at_end=true), "
+                "or name a run folder"
+            )
+        return max(found, key=lambda p: (p / LOADER_STATE).stat().st_mtime)
+    path = Path(resume_from)
+    if STEP_DIR.fullmatch(path.name) and (path / LOADER_STATE).is_file():
+        return path
+    if (path / RUN_CONFIG).is_file():
+        found = complete_checkpoints(path)
+        if found:
+            return found[-1]
+    raise ConfigError(
+        f"checkpoint.resume_from={resume_from!r} is neither a run folder holding a finished "
+        "checkpoint/step_<N> nor such a checkpoint folder; name one of those, or use latest"
+    )
+
+
+def check_resume(cfg: DictConfig) -> tuple[Path, int] | None:
+    """The checkpoint to resume from and its step, checked against this run's config."""
+    if not cfg.checkpoint.resume_from:
+        return None
+    path = find_resume_checkpoint(cfg.checkpoint.resume_from, cfg.output_dir)
+    saved = OmegaConf.load(path.parents[1] / RUN_CONFIG)
+    step = step_of(path)
+    for key in ("model", "backend.name", "trainer.seq_len"):
+        ours, theirs = OmegaConf.select(cfg, key), OmegaConf.select(saved, key)
+        if isinstance(ours, DictConfig):
+            ours, theirs = OmegaConf.to_container(ours), OmegaConf.to_container(theirs)
+        if ours != theirs:
+            raise ConfigError(
+                f"checkpoint.resume_from={str(path)!r} was saved with {key}={theirs!r}, this run "
+                f"has {key}={ours!r}; resume with the same {key} or start a new run"
+            )
+    if step >= cfg.trainer.max_steps:
+        raise ConfigError(
+            f"checkpoint.resume_from={str(path)!r} is at step {step}, not before "
+            f"trainer.max_steps={cfg.trainer.max_steps}; raise trainer.max_steps above {step}"
+        )
+    return path, step
+
+
+def check_schedule(cfg: DictConfig) -> None:
+    every = cfg.checkpoint.every_n_steps
+    if every < 0:
+        raise ConfigError(
+            f"checkpoint.every_n_steps={every} must be >= 0; use 0 for no scheduled checkpoint"
+        )
+
+
+class CheckpointCallback(L.Callback):
+    """Saves ``checkpoint/step_<N>`` in the run folder every N steps and/or after the last one.
+
+    It runs after :class:`BenchmarkCallback` has closed the step's timing, so saving never
+    counts in a step time.
+    """
+
+    def __init__(self, cfg: DictConfig, bench: BenchmarkCallback) -> None:
+        self.every = cfg.checkpoint.every_n_steps
+        self.at_end = cfg.checkpoint.save_at_end
+        self.bench = bench
+        self.saved_step: int | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every and trainer.global_step % self.every == 0 and not trainer.should_stop:
+            self.save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.at_end and self.bench.invalid_reason is None:
+            self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> None:
+        step = trainer.global_step
+        if step == self.saved_step:
+            return
+        path = checkpoint_path(self.bench.run_dir, step)
+        trainer.save_checkpoint(path, weights_only=False)
+        self.saved_step = step
+        log.info("checkpoint: %s", path)
