@@ -247,6 +247,15 @@ def conf_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "conf"
 
 
+def workloads_dir() -> Path:
+    """The benchmark workloads (``<workload>/baselines.yaml``): inside the installed package as
+    ``recipes/workloads``, or the top-level ``recipes/`` folder of a source checkout."""
+    packaged = Path(__file__).resolve().parent / "workloads"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "recipes"
+
+
 def to_container(cfg: DictConfig) -> dict:
     """Resolved plain-dict view of a config, for YAML/JSON output."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

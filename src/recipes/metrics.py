@@ -218,6 +218,14 @@ def device_key(device_name: str) -> str | None:
     return None
 
 
+def device_name(accelerator: str) -> str:
+    """The name the peak table and the baselines key on: torch's name of this process's GPU
+    (``NVIDIA H100 80GB HBM3``) when ``accelerator`` is gpu, otherwise ``cpu``."""
+    import torch
+
+    return torch.cuda.get_device_name() if accelerator == "gpu" else "cpu"
+
+
 def peak_for(device_name: str, dtype: str, override_tflops: float | None = None) -> Peak | None:
     """Dense peak TFLOPS per device for a run's dtype; the override wins; None when unknown."""
     if override_tflops is not None:

@@ -46,14 +46,9 @@ def setup_logging(rank: int, log_ranks: Sequence[int] | None = (0,)) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[console], force=True)
 
 
-def device_name(cfg: DictConfig) -> str:
-    """The accelerator's name as the peak table knows it, or ``cpu``."""
-    return torch.cuda.get_device_name() if cfg.cluster.accelerator == "gpu" else "cpu"
-
-
 def run_shape(cfg: DictConfig, layout: Layout) -> RunShape:
     """FLOPs per step and the peak that MFU is measured against, fixed for the whole run."""
-    name, dtype = device_name(cfg), cfg.dtype.name
+    name, dtype = metrics.device_name(cfg.cluster.accelerator), cfg.dtype.name
     peak = metrics.peak_for(name, dtype, cfg.cluster.peak_tflops)
     flops = metrics.flops_per_step_by_convention(
         cfg.model, seq_len=cfg.trainer.seq_len, global_batch_size=cfg.trainer.global_batch_size

@@ -19,6 +19,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from recipes import metrics
+from recipes.results.baselines import baseline_for
 from recipes.results.manifest import build_manifest
 from recipes.results.run_dir import create_run_dir, write_json, write_new
 from recipes.results.summary import RunShape, is_finite, summarize
@@ -166,6 +168,8 @@ class BenchmarkCallback(L.Callback):
             **summary,
         }
         if trainer.is_global_zero:
+            device = metrics.device_name(self.cfg.cluster.accelerator)
+            self.summary |= baseline_for(self.summary, self.cfg, device)
             write_json(self.run_dir / "summary.json", self.summary)
 
 
