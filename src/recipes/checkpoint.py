@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -48,18 +49,24 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=step_of)
 
 
-def find_resume_checkpoint(resume_from: str, output_dir: str) -> Path:
-    """The checkpoint folder ``checkpoint.resume_from`` names."""
-    if resume_from == "latest":
-        runs = [p.parent for p in Path(output_dir).glob(f"**/{RUN_CONFIG}")]
-        found = [ckpt for run in runs for ckpt in complete_checkpoints(run)]
-        if not found:
+def latest_checkpoint(output_dir: str) -> Path | None:
+    """The most recently finished checkpoint of any run under ``output_dir``."""
+    runs = [p.parent for p in Path(output_dir).glob(f"**/{RUN_CONFIG}")]
+    found = [ckpt for run in runs for ckpt in complete_checkpoints(run)]
+    return max(found, key=lambda p: (p / LOADER_STATE).stat().st_mtime, default=None)
+
+
+def find_resume_checkpoint(resume_from: str, output_dir: str) -> Path | None:
+    """The checkpoint folder ``checkpoint.resume_from`` names (None: ``auto`` found none)."""
+    if resume_from in ("latest", "auto"):
+        found = latest_checkpoint(output_dir)
+        if found is None and resume_from == "latest":
             raise ConfigError(
                 f"checkpoint.resume_from=latest found no checkpoint under output_dir="
                 f"{output_dir!r}; save one with checkpoint.every_n_steps=N (or save_at_end=true), "
-                "or name a run folder"
+                "name a run folder, or use auto to start afresh when there is none"
             )
-        return max(found, key=lambda p: (p / LOADER_STATE).stat().st_mtime)
+        return found
     path = Path(resume_from)
     if STEP_DIR.fullmatch(path.name) and (path / LOADER_STATE).is_file():
         return path
@@ -78,6 +85,11 @@ def check_resume(cfg: DictConfig) -> tuple[Path, int] | None:
     if not cfg.checkpoint.resume_from:
         return None
     path = find_resume_checkpoint(cfg.checkpoint.resume_from, cfg.output_dir)
+    if path is None:
+        log.info(
+            "checkpoint.resume_from=auto: no checkpoint under %s; starting afresh", cfg.output_dir
+        )
+        return None
     saved = OmegaConf.load(path.parents[1] / RUN_CONFIG)
     step = step_of(path)
     for key in ("model", "backend.name", "trainer.seq_len"):
@@ -106,10 +118,14 @@ def check_schedule(cfg: DictConfig) -> None:
 
 
 class CheckpointCallback(L.Callback):
-    """Saves ``checkpoint/step_<N>`` in the run folder every N steps and/or after the last one.
+    """Saves ``checkpoint/step_<N>`` in the run folder every N steps, after the last one, and
+    when SIGUSR1 arrives (then stops).
 
     It runs after :class:`BenchmarkCallback` has closed the step's timing, so saving never
-    counts in a step time.
+    counts in a step time. The signal handler is installed before ``Trainer.fit``, so
+    Lightning's own SLURM handler (which would save from inside the handler, mid-step) stands
+    aside; the ranks agree on a signal at a step's end, since it may reach them at different
+    times.
     """
 
     def __init__(self, cfg: DictConfig, bench: BenchmarkCallback) -> None:
@@ -117,10 +133,35 @@ class CheckpointCallback(L.Callback):
         self.at_end = cfg.checkpoint.save_at_end
         self.bench = bench
         self.saved_step: int | None = None
+        self.max_steps = cfg.trainer.max_steps
+        self.on_signal = cfg.checkpoint.on_signal
+        self.signalled = False
+        if self.on_signal:
+            self._previous_handler = signal.signal(signal.SIGUSR1, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signalled = True
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self.on_signal:
+            signal.signal(signal.SIGUSR1, self._previous_handler)
+            self.on_signal = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every and trainer.global_step % self.every == 0 and not trainer.should_stop:
+        if self._stop_on_signal(trainer):
             self.save(trainer)
+            self.bench.invalid_reason = (
+                f"stopped on SIGUSR1 after step {trainer.global_step}; resume with "
+                f"checkpoint.resume_from={self.bench.run_dir}"
+            )
+            trainer.should_stop = True
+        elif self.every and trainer.global_step % self.every == 0 and not trainer.should_stop:
+            self.save(trainer)
+
+    def _stop_on_signal(self, trainer: L.Trainer) -> bool:
+        if not self.on_signal or trainer.global_step >= self.max_steps:
+            return False  # the last step ends the run anyway
+        return trainer.strategy.reduce_boolean_decision(self.signalled, all=False)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.at_end and self.bench.invalid_reason is None:

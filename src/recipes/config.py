@@ -195,8 +195,12 @@ class CheckpointConfig:
     save_at_end: bool = False
     """Save after the last step too."""
     resume_from: str | None = None
-    """A run folder (its newest checkpoint), a ``checkpoint/step_<N>`` folder, or ``latest`` (the
-    newest checkpoint of any run under output_dir); the new run gets a run folder of its own."""
+    """A run folder (its newest checkpoint), a ``checkpoint/step_<N>`` folder, ``latest`` (the
+    newest checkpoint of any run under output_dir) or ``auto`` (latest when there is one, else a
+    fresh start: for jobs that are requeued); the new run gets a run folder of its own."""
+    on_signal: bool = True
+    """On SIGUSR1 (Slurm's ``--signal=USR1@<seconds>`` warning before a time limit or
+    preemption) save after the current step and stop."""
 
 
 @dataclass

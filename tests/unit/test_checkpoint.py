@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from recipes.checkpoint import find_resume_checkpoint
+from recipes.distributed import RENDEZVOUS_VARS
 from recipes.errors import ConfigError
 from recipes.train import run
 
@@ -96,3 +101,39 @@ def test_missing_checkpoints_are_named(tmp_path, compose_cfg):
         )
     with pytest.raises(ConfigError, match="every_n_steps=-1 must be >= 0"):
         run(compose_cfg(*SHORT, "checkpoint.every_n_steps=-1", f"output_dir={tmp_path}"))
+
+
+def test_auto_starts_afresh_without_a_checkpoint(tmp_path, compose_cfg):
+    summary = run(compose_cfg(*SHORT, "checkpoint.resume_from=auto", f"output_dir={tmp_path}"))
+    assert summary["valid"] is True and summary["resumed_from"] is None and summary["steps"] == 4
+
+
+def test_sigusr1_saves_after_the_step_and_stops_then_auto_resumes(tmp_path):
+    """SIGUSR1 (Slurm's --signal warning) mid-run: the run saves and stops at a step's end; a
+    requeued job with resume_from=auto goes on from there."""
+    cmd = [sys.executable, "-m", "recipes.train", "trainer.max_steps=50", "dtype=fp32"]
+    cmd += ["checkpoint.resume_from=auto", f"output_dir={tmp_path}"]
+    env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS_VARS}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "step:    2 " in line:
+            proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=120) == 0, "".join(lines)
+    (first,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["valid"] is False and "stopped on SIGUSR1" in summary["invalid_reason"]
+    (saved,) = (first / "checkpoint").iterdir()
+    stopped_at = int(saved.name.removeprefix("step_"))
+    assert 2 <= stopped_at < 50
+    assert list(losses(first)) == list(range(1, stopped_at + 1))
+
+    cmd[3] = f"trainer.max_steps={stopped_at + 2}"
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    (second,) = [p for p in tmp_path.iterdir() if p.is_dir() and p != first]
+    assert list(losses(second)) == [stopped_at + 1, stopped_at + 2]
+    assert json.loads((second / "summary.json").read_text())["resumed_from"] == str(saved)
