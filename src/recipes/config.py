@@ -135,9 +135,32 @@ class DataConfig:
     """Where training tokens come from."""
 
     name: str = "synthetic"
-    """synthetic: seeded, learnable token sequences generated on the fly."""
+    """synthetic (seeded, learnable tokens made on the fly), c4 (local allenai/c4 json(.gz)
+    shards) or hf (any Hugging Face dataset, streamed with datasets)."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    path: str | None = None
+    """c4: a folder, glob or file of json(.gz) shards; hf: load_dataset's path (a Hub dataset id,
+    a local folder, or a builder such as json)."""
+    subset: str | None = None
+    """hf: the dataset's configuration (load_dataset's name), e.g. en for allenai/c4."""
+    split: str = "train"
+    """hf: load_dataset's split; c4: a folder's c4-<split>.* shards."""
+    data_files: str | None = None
+    """hf: load_dataset's data_files (a file or glob), with a builder path such as json."""
+    text_field: str = "text"
+    """Field of each record that holds the document's text."""
+    tokenizer: str | None = None
+    """c4/hf: a folder or file holding a Hugging Face tokenizer.json (setup.sh stages one at
+    $STAGE_PATH/tokenizer/<repo>), or a Hub repo id fetched with huggingface_hub."""
+    add_bos: bool = True
+    """Put bos_token before every document."""
+    add_eos: bool = True
+    """Put eos_token after every document."""
+    bos_token: str | None = None
+    """Token opening each document; null takes tokenizer_config.json's bos_token."""
+    eos_token: str | None = None
+    """Token closing each document; null takes tokenizer_config.json's eos_token."""
 
 
 @dataclass
@@ -266,7 +289,7 @@ def to_container(cfg: DictConfig) -> dict:
 
 
 DTYPES = ("fp32", "bf16", "fp8")
-DATA_SOURCES = ("synthetic",)
+DATA_SOURCES = ("synthetic", "c4", "hf")
 ACCELERATORS = ("auto", "cpu", "gpu")
 
 
@@ -297,11 +320,13 @@ def resolve_auto(cfg: DictConfig, *, cuda_available: bool) -> None:
 
 def validate(cfg: DictConfig, world_size: int):
     """Check every cross-field rule; return the resolved parallel layout."""
+    from recipes.data import check_data
     from recipes.models.llama import check_shape
     from recipes.plan.layout import check_fits_model, resolve_layout
 
     _one_of("dtype", cfg.dtype.name, DTYPES)
     _one_of("data", cfg.data.name, DATA_SOURCES)
+    check_data(cfg)
     check_shape(cfg.model)
     model, trainer = cfg.model, cfg.trainer
     if trainer.seq_len > model.max_seq_len:

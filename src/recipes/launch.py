@@ -12,6 +12,7 @@ through torchrun. Environment variables are translated here, once, into Hydra ov
 | LOG_RANK | ``log_ranks=[...]`` |
 | DRY_RUN=1 | ``dry_run=true cluster.num_gpus=$GPUS`` |
 | BACKEND, GPU_TYPE | ``backend=``, ``cluster.gpu_type=`` |
+| (stage.json) | ``data.tokenizer=`` the tokenizer setup.sh staged |
 
 Everything after ``--`` is passed on as further overrides (they win). Standard library only:
 this runs on the batch node before any container starts.
@@ -213,10 +214,19 @@ def results_dir(settings: Settings, stage: dict | None, total_gpus: int) -> Path
 
 
 def train_overrides(
-    settings: Settings, scale: scales.Scale, job: Job, out: Path, extra: list[str]
+    settings: Settings,
+    scale: scales.Scale,
+    job: Job,
+    out: Path,
+    extra: list[str],
+    stage: dict | None = None,
 ) -> list[str]:
     """The Hydra overrides of recipes-train: the scale's, the knobs', then the user's."""
     overrides = [*scale.overrides(), f"output_dir={out}"]
+    tokenizer = ((stage or {}).get("tokenizer") or {}).get("path")
+    if tokenizer:
+        # What data=c4 / data=hf tokenize with (synthetic data reads no tokenizer).
+        overrides.append(f"data.tokenizer={tokenizer}")
     if job.slurm:
         # cluster=slurm also picks the submitit launcher for sweeps; these ranks are already a
         # job, so the plain launcher (and no submitit plugin needed in the container).
@@ -386,7 +396,7 @@ def plan(
     job = job_from_env(env, settings, stage, expand)
     scale = scales.pick(settings.model_size, settings.dtype, job.total_gpus)
     out = results_dir(settings, stage, job.total_gpus)
-    overrides = train_overrides(settings, scale, job, out, extra)
+    overrides = train_overrides(settings, scale, job, out, extra, stage)
     if job.slurm:
         runtime = runtime_from_stage(settings, stage)
         if runtime.container_image and not pyxis():

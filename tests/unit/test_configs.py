@@ -11,6 +11,7 @@ from omegaconf.errors import ValidationError
 from recipes.config import conf_dir, resolve_auto, validate
 from recipes.errors import ConfigError
 from recipes.models.llama import num_params
+from tiny_corpus import write_corpus
 
 GROUPS = ("model", "dtype", "parallelism", "backend", "data", "cluster")
 
@@ -27,9 +28,21 @@ def test_every_group_has_options():
         assert group_options(group), group
 
 
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory) -> dict[str, tuple[str, ...]]:
+    """The keys data=c4 and data=hf need, pointing at a tiny local corpus and tokenizer."""
+    shards, tokenizer, _ = write_corpus(tmp_path_factory.mktemp("c4"))
+    files = (f"data.path={shards}", f"data.tokenizer={tokenizer}")
+    return {"c4": files, "hf": (*files, "data.subset=null")}
+
+
 @pytest.mark.parametrize("choice", COMBINATIONS, ids=lambda c: "-".join(c))
-def test_every_combination_composes_and_validates(compose_cfg, choice):
-    cfg = compose_cfg(*(f"{g}={c}" for g, c in zip(GROUPS, choice, strict=True)))
+def test_every_combination_composes_and_validates(compose_cfg, text_data, choice):
+    data = choice[GROUPS.index("data")]
+    if data == "hf":
+        pytest.importorskip("datasets")
+    groups = (f"{g}={c}" for g, c in zip(GROUPS, choice, strict=True))
+    cfg = compose_cfg(*groups, *text_data.get(data, ()))
     assert cfg.model.name == choice[0]
     resolve_auto(cfg, cuda_available=False)
     layout = validate(cfg, world_size=1)

@@ -222,6 +222,21 @@ def test_venv_stage_runs_its_python_without_pyxis_flags(stage):
     assert cmd[task - 3 : task] == [f"{root}/venv/bin/python", "-m", "recipes.launch"]
 
 
+def test_the_staged_tokenizer_is_what_text_data_tokenizes_with(stage):
+    root = stage("venv")
+    record = json.loads((root / "stage.json").read_text())
+    tokenizer = {"repo": "meta-llama/Llama-3.1-8B", "path": f"{root}/tokenizer/meta-llama/x"}
+    (root / "stage.json").write_text(json.dumps({**record, "tokenizer": tokenizer}))
+    env = {"DTYPE": "bf16", "MODEL_SIZE": "debug", "STAGE_PATH": str(root)}
+    cmd = plan(env, ["data=c4"]).command
+    assert f"data.tokenizer={root}/tokenizer/meta-llama/x" in cmd
+    assert cmd[-1] == "data=c4"
+    # No tokenizer staged (TOKENIZER_REPO=none): nothing is added.
+    assert not any(
+        c.startswith("data.tokenizer=") for c in plan({**env, "STAGE_PATH": ""}, []).command
+    )
+
+
 def test_an_unfinished_stage_is_refused(stage):
     root = stage("venv")
     record = json.loads((root / "stage.json").read_text())

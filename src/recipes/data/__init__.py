@@ -1,4 +1,5 @@
-"""Training data: one global batch per optimizer step, split across data-parallel ranks."""
+"""Training data (synthetic, local C4 shards, any Hugging Face dataset): one global batch per
+optimizer step, split across data-parallel ranks."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ from collections.abc import Iterator
 
 import lightning as L
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from recipes.data.c4 import c4_documents, find_shards
+from recipes.data.hf import check_dataset, check_datasets_installed, hf_documents
+from recipes.data.packing import Documents, PackedTokens
 from recipes.data.synthetic import SyntheticTokens
+from recipes.data.tokenizer import check_vocab, load_tokenizer
+from recipes.errors import ConfigError
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -43,8 +49,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
             yield list(range(first, first + self.local))
 
 
-def build_dataset(cfg: DictConfig):
-    """The dataset named by ``data.name``."""
+def build_dataset(cfg: DictConfig) -> Dataset:
+    """The dataset named by ``data.name``, indexed by global sample number."""
     num_samples = cfg.trainer.max_steps * cfg.trainer.global_batch_size
     if cfg.data.name == "synthetic":
         return SyntheticTokens(
@@ -53,7 +59,51 @@ def build_dataset(cfg: DictConfig):
             num_samples=num_samples,
             seed=cfg.seed,
         )
-    raise ValueError(f"data.name={cfg.data.name!r} is unknown; use data=synthetic")
+    documents, source = _documents(cfg.data)
+    return PackedTokens(
+        documents,
+        load_tokenizer(cfg.data),
+        seq_len=cfg.trainer.seq_len,
+        num_samples=num_samples,
+        global_batch_size=cfg.trainer.global_batch_size,
+        source=source,
+    )
+
+
+def _documents(data: DictConfig) -> tuple[Documents, str]:
+    if data.name == "c4":
+        return c4_documents(data)
+    if data.name == "hf":
+        return hf_documents(data)
+    raise ValueError(f"data.name={data.name!r} is unknown; use data=synthetic, c4 or hf")
+
+
+PATH_HELP = {
+    "c4": "data=c4 reads local allenai/c4 json(.gz) shards: set data.path to their folder "
+    "(e.g. /data/c4/en) or a glob (e.g. '/data/c4/en/c4-train.0000*-of-01024.json.gz')",
+    "hf": "data=hf hands it to datasets.load_dataset: a Hub dataset id (data.path=allenai/c4 "
+    "data.subset=en), a local folder of data files, or a builder such as json with "
+    "data.data_files=<glob>",
+}
+
+
+def check_data(cfg: DictConfig) -> None:
+    """The data keys' rules; unless a dry run, also that the shards and the tokenizer load and
+    fit the model. Called from ``config.validate``, before any process group exists."""
+    data = cfg.data
+    if data.name == "synthetic":
+        return
+    if not data.path:
+        raise ConfigError(f"data.path is not set; {PATH_HELP[data.name]}")
+    if data.name == "hf":
+        check_datasets_installed()
+    if cfg.dry_run:  # a plan reads no data; the files may live only on the cluster
+        return
+    if data.name == "c4":
+        find_shards(data.path, data.split)
+    check_vocab(load_tokenizer(data), cfg.model.vocab_size)
+    if data.name == "hf":
+        check_dataset(data)
 
 
 class TokenDataModule(L.LightningDataModule):
