@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import threading
 from pathlib import Path
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from recipes.callbacks.benchmark import BenchmarkCallback
@@ -80,8 +82,8 @@ def find_resume_checkpoint(resume_from: str, output_dir: str) -> Path | None:
     )
 
 
-def check_resume(cfg: DictConfig) -> tuple[Path, int] | None:
-    """The checkpoint to resume from and its step, checked against this run's config."""
+def check_resume(cfg: DictConfig) -> Path | None:
+    """The checkpoint to resume from, checked against this run's config."""
     if not cfg.checkpoint.resume_from:
         return None
     path = find_resume_checkpoint(cfg.checkpoint.resume_from, cfg.output_dir)
@@ -106,7 +108,13 @@ def check_resume(cfg: DictConfig) -> tuple[Path, int] | None:
             f"checkpoint.resume_from={str(path)!r} is at step {step}, not before "
             f"trainer.max_steps={cfg.trainer.max_steps}; raise trainer.max_steps above {step}"
         )
-    return path, step
+    return path
+
+
+def load_loader_state(path: Path) -> dict:
+    """Lightning's loop, schedule and callback state, from the checkpoint folder's own file."""
+    # Written by this package's save into the folder; not a file from elsewhere.
+    return torch.load(path / LOADER_STATE, weights_only=False)
 
 
 def check_schedule(cfg: DictConfig) -> None:
@@ -134,7 +142,11 @@ class CheckpointCallback(L.Callback):
         self.bench = bench
         self.saved_step: int | None = None
         self.max_steps = cfg.trainer.max_steps
-        self.on_signal = cfg.checkpoint.on_signal
+        # Python takes signal handlers in the main thread only (not where run() is called from
+        # another thread, e.g. in a notebook's worker).
+        self.on_signal = (
+            cfg.checkpoint.on_signal and threading.current_thread() is threading.main_thread()
+        )
         self.signalled = False
         if self.on_signal:
             self._previous_handler = signal.signal(signal.SIGUSR1, self._on_signal)

@@ -79,8 +79,7 @@ def check_and_plan(cfg: DictConfig) -> tuple[Layout, Backend, Path | None]:
     backend = get_backend(cfg.backend.name)
     backend.validate(cfg, layout)
     check_schedule(cfg)
-    resume = check_resume(cfg)
-    return layout, backend, resume and resume[0]
+    return layout, backend, check_resume(cfg)
 
 
 def run(cfg: DictConfig) -> dict | None:

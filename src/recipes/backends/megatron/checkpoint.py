@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from megatron.core import dist_checkpointing
 
-from recipes.checkpoint import LOADER_STATE
+from recipes.checkpoint import LOADER_STATE, load_loader_state
 
 METADATA = {
     "distrib_optim_sharding_type": "fully_reshardable",
@@ -68,8 +68,7 @@ def load(strategy, path: Path) -> dict[str, Any]:
         for index, chunk in enumerate(chunks):
             chunk.module.load_state_dict(loaded[model_key(index, len(chunks))])
         optimizer.load_state_dict(loaded["optimizer"])
-    # Lightning's own state file from this checkpoint folder, not a downloaded one.
-    return torch.load(path / LOADER_STATE, weights_only=False)
+    return load_loader_state(path)
 
 
 def _torch_adams(megatron_optimizer) -> list:

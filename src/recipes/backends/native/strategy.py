@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from lightning.pytorch.core.optimizer import LightningOptimizer
@@ -28,7 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-from recipes.checkpoint import LOADER_STATE
+from recipes.checkpoint import load_loader_state
 from recipes.plan.layout import Layout
 
 MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "cp", "tp")
@@ -130,8 +129,7 @@ class NativeParallelStrategy(ModelParallelStrategy):
         optimizer_state = dict(zip(optimizer_state, loaded["optimizer_0"].values(), strict=True))
         set_model_state_dict(self.model, model_state)
         set_optimizer_state_dict(self.model, optimizer, optimizer_state, options=FLAT_OPTIMIZER)
-        # Lightning's own state file from this checkpoint folder, not a downloaded one.
-        return torch.load(path / LOADER_STATE, weights_only=False)
+        return load_loader_state(path)
 
     def teardown(self) -> None:
         # Every rank leaves its last collective before any process group is destroyed.
