@@ -114,3 +114,46 @@ def test_hydra_multirun_through_submitit_completes_two_jobs(slurm, staged, tmp_p
     assert len(results) == 2
     for result in results:
         assert slurm.job(result.parent.name)["JobState"] == "COMPLETED"
+
+
+def test_usr1_saves_and_stops_every_rank_and_a_resubmitted_job_resumes(slurm, staged, tmp_path):
+    """Slurm's time-limit warning (USR1 to every task of the job step, as ``--signal=USR1@N``
+    sends it): the 4 ranks agree, save one checkpoint and end the job cleanly; the same
+    command submitted again with ``resume_from=auto`` goes on from that step."""
+    env = {"DTYPE": "bf16", "MODEL_SIZE": "debug", "STAGE_PATH": str(staged)}
+    auto = ("checkpoint.resume_from=auto", "trainer.timing_warmup_steps=1")
+    results = staged / "results" / "0.1.0" / "bf16" / "debug" / "4" / "usr1"
+    out = f"output_dir={results}"
+    job_id = slurm.sbatch(
+        "-N", "2", LAUNCH, "--", "trainer.max_steps=400", out, *auto, env=env, cwd=tmp_path
+    )
+    deadline = time.monotonic() + 300
+    while (
+        not list(results.glob("*/metrics.jsonl"))
+        or len(next(results.glob("*/metrics.jsonl")).read_text().splitlines()) < 2
+    ):
+        assert time.monotonic() < deadline, job_output(tmp_path, job_id)
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", job_id], env=slurm.env, check=True, timeout=30)
+    info = slurm.wait(job_id)
+    assert info["JobState"] == "COMPLETED", job_output(tmp_path, job_id)
+
+    (first,) = [p for p in results.iterdir() if p.is_dir()]
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["valid"] is False and "stopped on SIGUSR1" in summary["invalid_reason"]
+    (checkpoint,) = (first / "checkpoint").iterdir()
+    step = int(checkpoint.name.removeprefix("step_"))
+    assert 2 <= step < 400 and summary["steps"] == step
+    assert len(list(checkpoint.glob("*.distcp"))) == 4  # every rank wrote its shards
+
+    again = slurm.sbatch(
+        "-N", "2", LAUNCH, "--", f"trainer.max_steps={step + 2}", out, *auto, env=env, cwd=tmp_path
+    )
+    assert slurm.wait(again)["JobState"] == "COMPLETED", job_output(tmp_path, again)
+    (second,) = [p for p in results.iterdir() if p.is_dir() and p != first]
+    resumed = json.loads((second / "summary.json").read_text())
+    assert resumed["valid"] is True and resumed["resumed_from"] == str(checkpoint)
+    steps = [
+        json.loads(line)["step"] for line in (second / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == [step + 1, step + 2]
