@@ -210,6 +210,21 @@ class TrainerConfig:
 
 
 @dataclass
+class LoggerConfig:
+    """An experiment tracker that receives every step's figures besides metrics.jsonl."""
+
+    name: str = "none"
+    """none, tensorboard (event files in the run folder's tensorboard/) or wandb (Weights &
+    Biases; its files in the run folder's wandb/)."""
+    project: str = "recipes"
+    """wandb: the project the run goes to."""
+    entity: str | None = None
+    """wandb: the team or user; null is the API key's default."""
+    offline: bool = False
+    """wandb: write the run locally only (``wandb sync`` uploads it later); needs no API key."""
+
+
+@dataclass
 class CheckpointConfig:
     """Sharded checkpoints in the run folder (``checkpoint/step_<N>``) and resuming from them."""
 
@@ -246,6 +261,8 @@ class TrainConfig:
     """Optimisation and step shape."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Saving and resuming."""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """Experiment tracker (group ``logger``)."""
     seed: int = 1234
     """Seed for weights and synthetic data; the same seed gives the same run."""
     dry_run: bool = False

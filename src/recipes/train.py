@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from recipes import distributed, metrics
 from recipes.backends import Backend, get_backend
 from recipes.callbacks.benchmark import BenchmarkCallback
+from recipes.callbacks.loggers import check_logger
 from recipes.checkpoint import CheckpointCallback, check_resume, check_schedule
 from recipes.config import conf_dir, register_configs, resolve_auto, validate
 from recipes.data import TokenDataModule
@@ -79,6 +80,7 @@ def check_and_plan(cfg: DictConfig) -> tuple[Layout, Backend, Path | None]:
     backend = get_backend(cfg.backend.name)
     backend.validate(cfg, layout)
     check_schedule(cfg)
+    check_logger(cfg)
     return layout, backend, check_resume(cfg)
 
 

@@ -17,9 +17,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from recipes import metrics
+from recipes.callbacks.loggers import build_logger, close, numeric
 from recipes.results.baselines import baseline_for
 from recipes.results.manifest import build_manifest
 from recipes.results.run_dir import create_run_dir, write_json, write_new
@@ -73,6 +75,7 @@ class BenchmarkCallback(L.Callback):
         self.summary: dict[str, Any] | None = None
         self._t0 = 0.0
         self._log_file: logging.Handler | None = None
+        self.tracker: Logger | None = None
 
     # -- run folder ---------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -92,6 +95,7 @@ class BenchmarkCallback(L.Callback):
         self._saved_level = log.level
         log.setLevel(logging.INFO)
         log.info("run folder: %s", self.run_dir)
+        self.tracker = build_logger(self.cfg, self.run_dir)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._log_file is not None:
@@ -125,6 +129,8 @@ class BenchmarkCallback(L.Callback):
         if trainer.is_global_zero:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if self.tracker is not None:
+                self.tracker.log_metrics(numeric(record), step=record["step"])
             if record["step"] % self.cfg.trainer.log_every_n_steps == 0 or not is_finite(loss):
                 log.info(format_line(record))
         if not is_finite(loss, grad_norm):
@@ -171,6 +177,9 @@ class BenchmarkCallback(L.Callback):
             device = metrics.device_name(self.cfg.cluster.accelerator)
             self.summary |= baseline_for(self.summary, self.cfg, device)
             write_json(self.run_dir / "summary.json", self.summary)
+        if self.tracker is not None:
+            close(self.tracker, "success" if self.summary["valid"] else "failed")
+            self.tracker = None
 
 
 def _synchronize(device: torch.device) -> None:
