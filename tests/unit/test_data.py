@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -274,6 +275,15 @@ for name, keys in json.loads(sys.argv[1]).items():
     sampler = GlobalBatchSampler(global_batch_size=4, num_steps=10, dp_rank=0, dp_size=1)
     loader = DataLoader(fresh(), batch_sampler=sampler, num_workers=2)
     out[name + "_workers"] = [row.tolist() for batch in loader for row in batch]
+    # Resumed past the first document batch: the pass starts there (datasets' skip).
+    whole = PackedTokens(docs, load_tokenizer(data), seq_len=15, num_samples=800,
+                         global_batch_size=4, source=source)
+    sample = whole[500].tolist()
+    position = whole.position()
+    resumed = PackedTokens(docs, load_tokenizer(data), seq_len=15, num_samples=800,
+                           global_batch_size=4, source=source, start=position)
+    out[name + "_resume"] = [position[0] >= 1, resumed[500].tolist() == sample,
+                             resumed.position() == position]
 print(json.dumps(out))
 """
 
@@ -311,12 +321,15 @@ def test_data_hf_reads_local_files_offline_like_c4(corpus, tmp_path):
         "json_files": want,
         "folder_workers": every,
         "json_files_workers": every,
+        "folder_resume": [True, True, True],
+        "json_files_resume": [True, True, True],
     }
 
 
 # -- the tokenizer through huggingface_hub ------------------------------------------------------
 HUB_SCRIPT = """
 import json, os, sys
+from pathlib import Path
 from types import SimpleNamespace
 from recipes.data.tokenizer import load_tokenizer
 from recipes.errors import ConfigError
@@ -389,3 +402,26 @@ def test_recipes_train_on_c4_shards(compose_cfg, corpus, tmp_path):
     assert math.isfinite(summary["loss_last"])
     # A debug model starts near uniform over its 2048 ids.
     assert summary["loss_first"] == pytest.approx(math.log(2048), abs=1.0)
+
+
+def test_a_resumed_run_skips_the_text_before_its_step_untokenized(compose_cfg, corpus, tmp_path):
+    """Saved at step 4 (past the first document batch), resumed: the pass starts at the
+    recorded document batch, and steps 5-6 equal the uninterrupted run's."""
+    short = (*c4_overrides(corpus), "trainer.max_steps=6", "trainer.timing_warmup_steps=1")
+    first = run(compose_cfg(*short, "checkpoint.every_n_steps=4", f"output_dir={tmp_path / 'a'}"))
+    checkpoint = Path(first["run_dir"]) / "checkpoint" / "step_4"
+    state = torch.load(checkpoint / "meta.pt", weights_only=False)
+    batch, offset = state["TokenDataModule"]["position"]
+    assert batch >= 1 and 0 < offset <= 4 * 8 * 257  # a document batch before step 5's samples
+
+    resumed = run(
+        compose_cfg(*short, f"checkpoint.resume_from={checkpoint}", f"output_dir={tmp_path / 'b'}")
+    )
+    log = (Path(resumed["run_dir"]) / "train.log").read_text()
+    assert f"text data resumes at document batch {batch} (token {offset})" in log
+
+    def losses(summary) -> dict[int, float]:
+        lines = (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+
+    assert losses(resumed) == {step: losses(first)[step] for step in (5, 6)}

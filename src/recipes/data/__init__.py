@@ -3,6 +3,7 @@ optimizer step, split across data-parallel ranks."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import lightning as L
@@ -11,10 +12,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recipes.data.c4 import c4_documents, find_shards
 from recipes.data.hf import check_dataset, check_datasets_installed, hf_documents
-from recipes.data.packing import Documents, PackedTokens
+from recipes.data.packing import Documents, PackedTokens, Position
 from recipes.data.synthetic import SyntheticTokens
 from recipes.data.tokenizer import check_vocab, load_tokenizer
 from recipes.errors import ConfigError
+
+log = logging.getLogger("recipes")
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -49,8 +52,9 @@ class GlobalBatchSampler(Sampler[list[int]]):
             yield list(range(first, first + self.local))
 
 
-def build_dataset(cfg: DictConfig) -> Dataset:
-    """The dataset named by ``data.name``, indexed by global sample number."""
+def build_dataset(cfg: DictConfig, start: Position | None = None) -> Dataset:
+    """The dataset named by ``data.name``, indexed by global sample number; text data begins
+    its pass at ``start`` (a resumed run's recorded stream position) where one is given."""
     num_samples = cfg.trainer.max_steps * cfg.trainer.global_batch_size
     if cfg.data.name == "synthetic":
         return SyntheticTokens(
@@ -67,6 +71,7 @@ def build_dataset(cfg: DictConfig) -> Dataset:
         num_samples=num_samples,
         global_batch_size=cfg.trainer.global_batch_size,
         source=source,
+        start=start,
     )
 
 
@@ -112,6 +117,9 @@ class TokenDataModule(L.LightningDataModule):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.position: Position | None = None
+        """Text data: where the stream stands after the last batch trained (rank 0's, which
+        checkpoints save; any rank's is a valid place to resume every rank from)."""
 
     def train_dataloader(self) -> DataLoader:
         # The strategy knows the data-parallel group (a slice of the world under TP/PP/CP).
@@ -124,6 +132,26 @@ class TokenDataModule(L.LightningDataModule):
             # Restored from a checkpoint before the loader is built: a resumed run starts there.
             start_step=self.trainer.global_step,
         )
+        # A resumed run starts its text pass where the checkpointed one stood, skipping the
+        # text before it untokenized.
+        start = self.position if self.trainer.global_step else None
+        if start:
+            log.info("text data resumes at document batch %d (token %d) of its stream", *start)
+        dataset = build_dataset(self.cfg, start)
         return DataLoader(
-            build_dataset(self.cfg), batch_sampler=sampler, num_workers=self.cfg.data.num_workers
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.cfg.data.num_workers,
+            collate_fn=getattr(dataset, "collate", None),
         )
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, (tuple, list)):  # text data: (samples, stream position)
+            batch, self.position = batch
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.position = state_dict.get("position")

@@ -62,14 +62,19 @@ def _no_shards(path: str, split: str, where: Path) -> str:
     return f"data.path={path!r} holds no json(.gz) shards; {fix}"
 
 
-def read_texts(shards: list[Path], text_field: str) -> Iterator[str]:
-    """The ``text_field`` of every record, shard after shard, line after line."""
+def read_texts(shards: list[Path], text_field: str, skip: int = 0) -> Iterator[str]:
+    """The ``text_field`` of every record, shard after shard, line after line, after the first
+    ``skip`` records (counted, not parsed)."""
     for shard in shards:
         opener = gzip.open if shard.name.endswith(".gz") else open
         with opener(shard, "rt", encoding="utf-8") as lines:
             for lineno, line in enumerate(lines, 1):
-                if line.strip():
-                    yield _text(json.loads(line), text_field, f"{shard}:{lineno}")
+                if not line.strip():
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                yield _text(json.loads(line), text_field, f"{shard}:{lineno}")
 
 
 def _text(record: dict, text_field: str, where: str) -> str:
@@ -98,5 +103,5 @@ def c4_documents(data: DictConfig) -> tuple[Documents, str]:
     return documents, f"data.path={data.path!r} ({len(shards)} shards)"
 
 
-def _batches(shards: list[Path], text_field: str) -> Iterator[list[str]]:
-    return batched(read_texts(shards, text_field))
+def _batches(shards: list[Path], text_field: str, skip: int) -> Iterator[list[str]]:
+    return batched(read_texts(shards, text_field, skip * DOCS_PER_BATCH))

@@ -49,7 +49,7 @@ def check_dataset(data: DictConfig) -> None:
     text_field stops the run here, before training, rather than in a DataLoader worker."""
     documents, source = hf_documents(data)
     try:
-        next(documents(), None)
+        next(documents(0), None)
     except ConfigError:
         raise
     except Exception as err:  # datasets raises many types; each message says what is wrong
@@ -60,8 +60,10 @@ def check_dataset(data: DictConfig) -> None:
         ) from err
 
 
-def _batches(load_args: dict, text_field: str, source: str) -> Iterator[list[str]]:
+def _batches(load_args: dict, text_field: str, source: str, skip: int) -> Iterator[list[str]]:
     stream = _datasets().load_dataset(**load_args, streaming=True)
+    if skip:  # records are read past, not tokenized
+        stream = stream.skip(skip * DOCS_PER_BATCH)
     # .iter() rather than iterating the dataset: in a DataLoader worker the latter would read
     # only that worker's share of the files, and the stream must be the whole corpus.
     for batch in stream.iter(batch_size=DOCS_PER_BATCH):
