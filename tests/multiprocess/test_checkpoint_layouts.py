@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+from run_folders import step_losses
+
 TOLERANCE = 1e-4
 SAVE_AT = 3
 
@@ -19,11 +21,6 @@ RESUME_LAYOUTS = {
     "tp2_sp": (2, ("parallelism.tp=2", "parallelism.sequence_parallel=true")),
     "pp2_vp2": (2, ("parallelism.pp=2", "parallelism.vp=2")),
 }
-
-
-def step_losses(run_dir) -> dict[int, float]:
-    records = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-    return {r["step"]: r["loss"] for r in records}
 
 
 def continues(run_dir, reference: list[float]) -> bool:

@@ -16,13 +16,9 @@ from recipes.checkpoint import find_resume_checkpoint
 from recipes.distributed import RENDEZVOUS_VARS
 from recipes.errors import ConfigError
 from recipes.train import run
+from run_folders import step_losses
 
 SHORT = ("trainer.max_steps=4", "trainer.timing_warmup_steps=1", "dtype=fp32")
-
-
-def losses(run_dir) -> dict[int, float]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +42,8 @@ def test_resume_continues_exactly(saved, compose_cfg, tmp_path):
     summary = run(compose_cfg(*SHORT, f"checkpoint.resume_from={step_2}", f"output_dir={tmp_path}"))
     assert summary["valid"] is True and summary["steps"] == 2
     assert summary["resumed_from"] == step_2
-    uninterrupted = losses(Path(first["run_dir"]))
-    assert losses(Path(summary["run_dir"])) == {s: uninterrupted[s] for s in (3, 4)}
+    uninterrupted = step_losses(Path(first["run_dir"]))
+    assert step_losses(Path(summary["run_dir"])) == {s: uninterrupted[s] for s in (3, 4)}
 
 
 def test_resume_from_a_run_folder_takes_its_newest_checkpoint(saved):
@@ -129,11 +125,11 @@ def test_sigusr1_saves_after_the_step_and_stops_then_auto_resumes(tmp_path):
     (saved,) = (first / "checkpoint").iterdir()
     stopped_at = int(saved.name.removeprefix("step_"))
     assert 2 <= stopped_at < 50
-    assert list(losses(first)) == list(range(1, stopped_at + 1))
+    assert list(step_losses(first)) == list(range(1, stopped_at + 1))
 
     cmd[3] = f"trainer.max_steps={stopped_at + 2}"
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     (second,) = [p for p in tmp_path.iterdir() if p.is_dir() and p != first]
-    assert list(losses(second)) == [stopped_at + 1, stopped_at + 2]
+    assert list(step_losses(second)) == [stopped_at + 1, stopped_at + 2]
     assert json.loads((second / "summary.json").read_text())["resumed_from"] == str(saved)

@@ -25,6 +25,7 @@ from recipes.data.c4 import find_shards
 from recipes.data.packing import DataExhaustedError
 from recipes.errors import ConfigError
 from recipes.train import run
+from run_folders import step_losses
 from tiny_corpus import BOS, EOS, VOCAB, write_corpus, write_tokenizer
 
 SEQ, GBS = 15, 4
@@ -420,8 +421,5 @@ def test_a_resumed_run_skips_the_text_before_its_step_untokenized(compose_cfg, c
     log = (Path(resumed["run_dir"]) / "train.log").read_text()
     assert f"text data resumes at document batch {batch} (token {offset})" in log
 
-    def losses(summary) -> dict[int, float]:
-        lines = (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()
-        return {r["step"]: r["loss"] for r in map(json.loads, lines)}
-
-    assert losses(resumed) == {step: losses(first)[step] for step in (5, 6)}
+    uninterrupted = step_losses(first["run_dir"])
+    assert step_losses(resumed["run_dir"]) == {step: uninterrupted[step] for step in (5, 6)}
