@@ -109,11 +109,13 @@ def test_hydra_multirun_through_submitit_completes_two_jobs(slurm, staged, tmp_p
         assert json.loads((run_dir / "summary.json").read_text())["valid"] is True
         lrs.add(yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["lr"])
     assert lrs == {1e-3, 2e-3}
-    # One Slurm array job with a task per sweep point, each finished with its result.
+    # One Slurm array job with a task per sweep point, each finished with its result. submitit
+    # returns once a task has pickled its result, which can be before Slurm records the task
+    # as ended: wait for the record.
     results = sorted(tmp_path.glob("multirun/*/.submitit/*_*/*_result.pkl"))
     assert len(results) == 2
     for result in results:
-        assert slurm.job(result.parent.name)["JobState"] == "COMPLETED"
+        assert slurm.wait(result.parent.name, timeout=120)["JobState"] == "COMPLETED"
 
 
 def test_usr1_saves_and_stops_every_rank_and_a_resubmitted_job_resumes(slurm, staged, tmp_path):
