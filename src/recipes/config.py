@@ -112,7 +112,10 @@ class BackendConfig:
     """Recompute activations in backward: none, selective, or full."""
     # -- native backend ------------------------------------------------------------------------
     compile: bool = False
-    """native: torch.compile each transformer block in place."""
+    """native: torch.compile each transformer block in place (whole-graph), and the loss."""
+    optimizer_impl: str = "fused"
+    """native: torch AdamW's kernel: fused (one kernel over all parameters, CPU and CUDA),
+    foreach (grouped per-op kernels, torch's default) or for_loop (one parameter at a time)."""
     init: str = "auto"
     """native: full (each rank draws the whole model from the seed, then shards it: the same
     weights for every layout), sharded (each rank draws only its shards, on the device: for

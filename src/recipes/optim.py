@@ -31,9 +31,22 @@ def build_schedule(optimizer: torch.optim.Optimizer, trainer: DictConfig):
     )
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], trainer: DictConfig):
-    """AdamW (betas 0.9/0.95, as Llama 3 pretraining) and its schedule."""
+ADAMW_IMPLS = ("fused", "foreach", "for_loop")
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], trainer: DictConfig, impl: str = "foreach"
+):
+    """AdamW (betas 0.9/0.95, as Llama 3 pretraining) and its schedule; ``impl`` picks torch's
+    kernel (one of :data:`ADAMW_IMPLS`): the same update, computed in one fused kernel, in
+    per-op kernels over lists of tensors, or parameter by parameter."""
     optimizer = torch.optim.AdamW(
-        params, lr=trainer.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=trainer.weight_decay
+        params,
+        lr=trainer.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        weight_decay=trainer.weight_decay,
+        fused=impl == "fused",
+        foreach=impl == "foreach",
     )
     return optimizer, build_schedule(optimizer, trainer)

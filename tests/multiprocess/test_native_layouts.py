@@ -44,9 +44,23 @@ def test_layout_matches_single_process(train_losses, name):
     assert train_losses(nproc, *overrides) == pytest.approx(reference, abs=TOLERANCE)
 
 
-def test_compiled_blocks_under_fsdp2_match_eager_single_process(train_losses):
+COMPILED = {
+    "fsdp2": (),
+    # TP hands the first compiled block a view of a DTensor's local tensor (see apply_compile).
+    "tp2_sp_ac_selective": (
+        "parallelism.tp=2",
+        "parallelism.sequence_parallel=true",
+        "backend.activation_checkpointing=selective",
+    ),
+    "pp2": ("parallelism.pp=2",),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPILED))
+def test_compiled_blocks_and_loss_match_eager_single_process(train_losses, name):
     reference = train_losses(1)
-    assert train_losses(2, "backend.compile=true") == pytest.approx(reference, abs=TOLERANCE)
+    compiled = train_losses(2, "backend.compile=true", *COMPILED[name])
+    assert compiled == pytest.approx(reference, abs=TOLERANCE)
 
 
 # fp8 rounds to 3 mantissa bits, so a last-bit difference (e.g. a clip coefficient from a norm

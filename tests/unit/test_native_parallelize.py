@@ -7,10 +7,12 @@ import torch
 from torchao.float8.float8_linear import Float8Linear
 
 from recipes.backends.native import NativeBackend
+from recipes.backends.native.module import cross_entropy
 from recipes.backends.native.parallelize import apply_ac, apply_compile, apply_float8
 from recipes.config import resolve_auto, validate
 from recipes.errors import ConfigError
 from recipes.models.llama import Llama
+from recipes.optim import ADAMW_IMPLS, build_optimizer
 
 
 def test_float8_skips_the_output_head_and_dims_not_divisible_by_16(compose_cfg):
@@ -44,6 +46,7 @@ def test_ac_and_compile_keep_state_dict_keys(compose_cfg):
         ),
         (["dtype=fp8_rowwise", "dtype.fp8_fsdp_all_gather=true"], "needs fp8_recipe=tensorwise"),
         (["backend.activation_checkpointing=some"], "backend.activation_checkpointing='some'"),
+        (["backend.optimizer_impl=apex"], r"backend.optimizer_impl='apex' .*\['fused', "),
         (["parallelism.pp=2", "parallelism.cp=2"], "pp=2 with cp=2 is not supported"),
     ],
 )
@@ -88,3 +91,43 @@ def test_gpu_precision_autocast_without_fsdp_mixed_policy_with_it(
         assert NativeBackend().trainer_kwargs(cfg, layout)["precision"] == precision
     finally:
         torch.set_float32_matmul_precision(before)  # the GPU path allows TF32 process-wide
+
+
+def test_adamw_kernels_make_the_same_update(compose_cfg):
+    """fused, foreach and for_loop are one AdamW: three steps from the same weights and
+    gradients end at the same weights."""
+    cfg = compose_cfg()
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    grads = [[torch.randn_like(w) for w in start] for _ in range(3)]
+    ends = {}
+    for impl in ADAMW_IMPLS:
+        params = [torch.nn.Parameter(w.clone()) for w in start]
+        optimizer, schedule = build_optimizer(params, cfg.trainer, impl)
+        assert (optimizer.defaults["fused"], optimizer.defaults["foreach"]) == (
+            impl == "fused",
+            impl == "foreach",
+        )
+        for step_grads in grads:
+            for param, grad in zip(params, step_grads, strict=True):
+                param.grad = grad.clone()
+            optimizer.step()
+            schedule.step()
+        ends[impl] = [p.detach() for p in params]
+    for impl in ("fused", "for_loop"):
+        for got, want in zip(ends[impl], ends["foreach"], strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert not torch.equal(ends["fused"][0], start[0])
+
+
+def test_compiled_loss_equals_eager_in_value_and_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 16, 512, dtype=torch.bfloat16, requires_grad=True)
+    labels = torch.randint(0, 512, (2, 16))
+    eager = cross_entropy(logits, labels)
+    (eager_grad,) = torch.autograd.grad(eager, logits)
+    compiled = torch.compile(cross_entropy, fullgraph=True)(logits, labels)
+    (compiled_grad,) = torch.autograd.grad(compiled, logits)
+    assert compiled.dtype == torch.float32
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(compiled_grad, eager_grad)

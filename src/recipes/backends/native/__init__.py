@@ -14,6 +14,7 @@ from recipes.backends.native.module import NativeLlamaModule
 from recipes.backends.native.parallelize import fsdp_enabled
 from recipes.backends.native.strategy import NativeParallelStrategy
 from recipes.errors import ConfigError
+from recipes.optim import ADAMW_IMPLS
 from recipes.plan.layout import Layout
 
 FP8_RECIPES = ("tensorwise", "rowwise")
@@ -34,6 +35,7 @@ class NativeBackend:
     def validate(self, cfg: DictConfig, layout: Layout) -> None:
         _check("backend.activation_checkpointing", cfg.backend.activation_checkpointing, AC_MODES)
         _check("backend.init", cfg.backend.init, INIT_MODES)
+        _check("backend.optimizer_impl", cfg.backend.optimizer_impl, ADAMW_IMPLS)
         if cfg.dtype.name == "fp8":
             _check("dtype.fp8_recipe", cfg.dtype.fp8_recipe, FP8_RECIPES)
             if cfg.dtype.fp8_fsdp_all_gather and cfg.dtype.fp8_recipe != "tensorwise":

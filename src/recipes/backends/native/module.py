@@ -66,6 +66,9 @@ class NativeLlamaModule(L.LightningModule):
         self.automatic_optimization = False
         self.parts: nn.ModuleList | None = None
         self.schedule = None
+        # Compiled, the loss fuses the fp32 upcast into the softmax: no fp32 copy of the
+        # [tokens, vocab] logits is held.
+        self.loss_fn = torch.compile(cross_entropy) if cfg.backend.compile else cross_entropy
 
     # -- model -------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -97,7 +100,7 @@ class NativeLlamaModule(L.LightningModule):
                 meshes.pp,
                 self.device,
                 n_microbatches=self.micro_batches_per_step,
-                loss_fn=cross_entropy,
+                loss_fn=self.loss_fn,
             )
 
     @property
@@ -110,7 +113,9 @@ class NativeLlamaModule(L.LightningModule):
         return trainer.global_batch_size // (trainer.micro_batch_size * self.layout.dp)
 
     def configure_optimizers(self):
-        optimizer, schedule = build_optimizer(self.parts.parameters(), self.cfg.trainer)
+        optimizer, schedule = build_optimizer(
+            self.parts.parameters(), self.cfg.trainer, self.cfg.backend.optimizer_impl
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- step --------------------------------------------------------------------------------
@@ -139,7 +144,7 @@ class NativeLlamaModule(L.LightningModule):
             if fsdp_enabled(self.layout):
                 model.set_requires_gradient_sync(i == len(micro_batches) - 1)
             with self._context(inputs, labels):
-                loss = cross_entropy(model(inputs), labels)
+                loss = self.loss_fn(model(inputs), labels)
                 self.manual_backward(loss / len(micro_batches))
             loss_sum += loss.detach()
         return loss_sum / len(micro_batches)

@@ -62,7 +62,7 @@ def parallelize(
     if cfg.backend.activation_checkpointing != "none":
         apply_ac(model, cfg.backend.activation_checkpointing)
     if cfg.backend.compile:
-        apply_compile(model)
+        apply_compile(model, tp=layout.tp > 1)
     if fsdp_enabled(layout):
         apply_fsdp(
             model,
@@ -186,10 +186,23 @@ def apply_ac(model: nn.Module, mode: str) -> None:
 
 
 # -- 4. compile ---------------------------------------------------------------------------------
-def apply_compile(model: nn.Module) -> None:
-    """Compile each block in place (``module.compile()``), keeping parameter names."""
+def _own_storage(_module: nn.Module, _inputs, output: torch.Tensor) -> torch.Tensor:
+    return output.clone()
+
+
+def apply_compile(model: nn.Module, *, tp: bool = False) -> None:
+    """Compile each block in place (``module.compile()``), keeping parameter names. A block is
+    one graph (``fullgraph=True``): a graph break would fail here instead of splitting the
+    block into slower pieces unnoticed.
+
+    Under TP the embedding hands the first block ``DTensor.to_local()``, a view of the DTensor's
+    local tensor; a compiled graph given that view as input returns no gradient for it (torch
+    2.13: the backward then fails in ``Redistribute``), so the embedding's output is copied
+    (one ``[batch, seq, dim]`` copy a micro-batch)."""
+    if tp and model.tok_embeddings is not None:
+        model.tok_embeddings.register_forward_hook(_own_storage)
     for block in model.layers.values():
-        block.compile(fullgraph=False)
+        block.compile(fullgraph=True)
 
 
 # -- 5. FSDP2 -----------------------------------------------------------------------------------
