@@ -187,3 +187,37 @@ def test_cli_local_multirun_sweep(tmp_path):
     lrs = {yaml.safe_load((p / "config.yaml").read_text())["trainer"]["lr"] for p in runs}
     assert lrs == {1e-3, 2e-3}
     assert all(json.loads((p / "summary.json").read_text())["valid"] for p in runs)
+
+
+@pytest.mark.parametrize(
+    "layout, overrides, degrees",
+    [
+        ("cp2", ("model=llama31_8b", "cluster.num_gpus=8"), {"dp_shard": 4, "cp": 2}),
+        ("tp8_sp", ("model=llama31_70b", "cluster.num_gpus=64"), {"dp_shard": 8, "tp": 8}),
+        (
+            "tp4_pp4_vp5_cp2_sp",
+            ("model=llama31_70b", "backend=megatron", "cluster.num_gpus=64"),
+            {"dp_shard": 2, "tp": 4, "pp": 4, "vp": 5, "cp": 2},
+        ),
+        (
+            "tp8_pp9_vp7_cp2_sp",
+            ("model=llama31_405b", "backend=megatron", "cluster.num_gpus=576"),
+            {"dp_shard": 4, "tp": 8, "pp": 9, "vp": 7, "cp": 2},
+        ),
+    ],
+)
+def test_named_layouts_plan_their_model_at_their_scale(
+    tmp_path, compose_cfg, layout, overrides, degrees
+):
+    cfg = compose_cfg(
+        f"parallelism={layout}",
+        *overrides,
+        "dry_run=true",
+        "cluster.gpu_type=h100_sxm",
+        "trainer.seq_len=8192",
+        "trainer.global_batch_size=504",
+        f"output_dir={tmp_path}",
+    )
+    plan = json.loads((Path(run(cfg)["run_dir"]) / "plan.json").read_text())
+    assert {k: plan["layout"][k] for k in degrees} == degrees
+    assert plan["layout"]["sequence_parallel"] is layout.endswith("_sp")
