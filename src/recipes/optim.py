@@ -34,9 +34,7 @@ def build_schedule(optimizer: torch.optim.Optimizer, trainer: DictConfig):
 ADAMW_IMPLS = ("fused", "foreach", "for_loop")
 
 
-def build_optimizer(
-    params: Iterable[torch.nn.Parameter], trainer: DictConfig, impl: str = "foreach"
-):
+def build_optimizer(params: Iterable[torch.nn.Parameter], trainer: DictConfig, impl: str):
     """AdamW (betas 0.9/0.95, as Llama 3 pretraining) and its schedule; ``impl`` picks torch's
     kernel (one of :data:`ADAMW_IMPLS`): the same update, computed in one fused kernel, in
     per-op kernels over lists of tensors, or parameter by parameter."""
