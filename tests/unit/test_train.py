@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recipes.config import conf_dir
 from recipes.distributed import RENDEZVOUS_VARS
 from recipes.train import run
 
@@ -189,23 +190,28 @@ def test_cli_local_multirun_sweep(tmp_path):
     assert all(json.loads((p / "summary.json").read_text())["valid"] for p in runs)
 
 
-@pytest.mark.parametrize(
-    "layout, overrides, degrees",
-    [
-        ("cp2", ("model=llama31_8b", "cluster.num_gpus=8"), {"dp_shard": 4, "cp": 2}),
-        ("tp8_sp", ("model=llama31_70b", "cluster.num_gpus=64"), {"dp_shard": 8, "tp": 8}),
-        (
-            "tp4_pp4_vp5_cp2_sp",
-            ("model=llama31_70b", "backend=megatron", "cluster.num_gpus=64"),
-            {"dp_shard": 2, "tp": 4, "pp": 4, "vp": 5, "cp": 2},
-        ),
-        (
-            "tp8_pp9_vp7_cp2_sp",
-            ("model=llama31_405b", "backend=megatron", "cluster.num_gpus=576"),
-            {"dp_shard": 4, "tp": 8, "pp": 9, "vp": 7, "cp": 2},
-        ),
-    ],
-)
+NAMED_LAYOUTS = [
+    ("cp2", ("model=llama31_8b", "cluster.num_gpus=8"), {"dp_shard": 4, "cp": 2}),
+    ("tp8_sp", ("model=llama31_70b", "cluster.num_gpus=64"), {"dp_shard": 8, "tp": 8}),
+    (
+        "tp4_pp4_vp5_cp2_sp",
+        ("model=llama31_70b", "backend=megatron", "cluster.num_gpus=64"),
+        {"dp_shard": 2, "tp": 4, "pp": 4, "vp": 5, "cp": 2},
+    ),
+    (
+        "tp8_pp9_vp7_cp2_sp",
+        ("model=llama31_405b", "backend=megatron", "cluster.num_gpus=576"),
+        {"dp_shard": 4, "tp": 8, "pp": 9, "vp": 7, "cp": 2},
+    ),
+]
+
+
+def test_every_named_layout_is_planned_below():
+    named = {p.stem for p in (conf_dir() / "parallelism").glob("*.yaml")} - {"auto"}
+    assert named == {case[0] for case in NAMED_LAYOUTS}
+
+
+@pytest.mark.parametrize("layout, overrides, degrees", NAMED_LAYOUTS)
 def test_named_layouts_plan_their_model_at_their_scale(
     tmp_path, compose_cfg, layout, overrides, degrees
 ):
