@@ -23,7 +23,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from bench.run import add_proxy_args, compose, parse
+from bench.run import add_proxy_args, compose, parse, use_allocator
 
 KINDS = (
     ("attention", ("flash", "fmha", "attention", "sdpa")),
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args, proxy = parse(ap, argv)
     if args.auto:
         ap.error("--layers auto is bench.run's; give the K it found")
+    use_allocator(args.alloc_conf)  # before this process's first CUDA allocation reads it
     proxy = dataclasses.replace(proxy, steps=args.warmup + 1 + args.active)
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = compose([*proxy.overrides(), f"output_dir={args.runs_dir}"])

@@ -15,6 +15,9 @@ versions and the exact command. Figures at a step time come from
 ``--layers auto`` takes the largest K whose dry-run memory plan
 (:func:`recipes.plan.estimate.memory_per_rank`) fits in ``--fit-fraction`` of the GPU's memory,
 runs it, and on an out-of-memory failure retries with K-1 (at most ``--max-tries`` runs).
+
+Every run gets ``PYTORCH_ALLOC_CONF=--alloc-conf`` (default ``expandable_segments:True``, what
+``launch.sh`` and torchtitan's launcher set; ``--alloc-conf ''`` keeps the environment's).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipes import metrics
+from recipes.launch import ALLOC_CONF, ALLOC_VARS
 from recipes.metrics import Peak
 from recipes.results.summary import RunShape
 
@@ -180,7 +185,19 @@ def machine(manifest: dict) -> dict:
         "lightning": versions.get("lightning"),
         "megatron_core": versions.get("megatron-core"),
         "git_sha": manifest["git_sha"],
+        "alloc_conf": allocator_setting(manifest["env"]),
     }
+
+
+def allocator_setting(env: dict) -> str | None:
+    """The caching-allocator setting a process ran with (PYTORCH_ALLOC_CONF wins)."""
+    return next((env[name] for name in ALLOC_VARS if env.get(name)), None)
+
+
+def use_allocator(setting: str) -> None:
+    """Give every run this process starts ``PYTORCH_ALLOC_CONF=setting`` ('' leaves it)."""
+    if setting:
+        os.environ["PYTORCH_ALLOC_CONF"] = setting
 
 
 def record(proxy: Proxy, cmd: list[str], run: dict, wall_s: float) -> dict:
@@ -242,7 +259,8 @@ def format_block(rec: dict) -> str:
         f"gbs={p['global_batch']} {p['dtype']} compile={'on' if p['compile'] else 'off'} "
         f"ac={p['ac']} backend={p['backend']}",
         f"machine     : {m['device']} x{m['device_count']} | torch {m['torch']} | {runtime} | "
-        f"driver {m['driver']} | python {m['python']} | git {str(m['git_sha'])[:10]}",
+        f"driver {m['driver']} | python {m['python']} | git {str(m['git_sha'])[:10]} | "
+        f"allocator {m.get('alloc_conf') or 'default'}",
         f"valid       : {rec['valid']}"
         + (f" ({rec['invalid_reason']})" if not rec["valid"] else ""),
         f"steps       : {rec['steps']} run, {rec['steady_state_steps']} steady-state "
@@ -374,6 +392,11 @@ def add_proxy_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--warmup", type=int, default=5, help="leading steps left out")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--memory-gib", type=float, help="device memory for --layers auto")
+    ap.add_argument(
+        "--alloc-conf",
+        default=ALLOC_CONF,
+        help=f"PYTORCH_ALLOC_CONF of every run (default {ALLOC_CONF}; '' keeps the environment's)",
+    )
 
 
 def parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, Proxy]:
@@ -409,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tries", type=int, default=3)
     ap.add_argument("--quiet", action="store_true", help="do not echo the run's own output")
     args, proxy = parse(ap, argv)
+    use_allocator(args.alloc_conf)
     rec = bench(
         proxy,
         args.output_dir,

@@ -36,7 +36,17 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from bench.run import Proxy, add_proxy_args, bench, compose, parse, run_shape, stream
+from bench.run import (
+    Proxy,
+    add_proxy_args,
+    allocator_setting,
+    bench,
+    compose,
+    parse,
+    run_shape,
+    stream,
+    use_allocator,
+)
 from recipes.results.summary import RunShape
 
 FLAVOR = "recipes_proxy"
@@ -357,7 +367,8 @@ def run_titan(
     print(f"[compare] {shlex.join(cmd)}", flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log = log_dir / f"{stamp}-torchtitan-{proxy.label()}.log" if log_dir else None
-    code, output, wall = stream(cmd, log=log, echo=echo, env=titan_env(work))
+    env = titan_env(work)
+    code, output, wall = stream(cmd, log=log, echo=echo, env=env)
     steps = parse_titan_log(output)
     if code != 0 or len(steps) < proxy.steps:
         tail = "".join(output.splitlines(keepends=True)[-40:])
@@ -369,6 +380,7 @@ def run_titan(
         "command_line": shlex.join(cmd),
         "toml": toml_path.read_text(),
         "wall_s": wall,
+        "alloc_conf": allocator_setting(env),
     }
 
 
@@ -479,6 +491,7 @@ def _recipes_row(r: int, proxy: Proxy, rec: dict) -> dict:
         own_tflops=None,
         own_mfu_pct=None,
         memory_gib_peak=rec["memory_gib_peak"],
+        alloc_conf=rec["machine"]["alloc_conf"],
         machine=rec["machine"],
         command_line=rec["command_line"],
         record=rec,
@@ -496,6 +509,7 @@ def _titan_row(r: int, proxy: Proxy, run: dict, shape: RunShape) -> dict:
         own_tflops=s["tflops"],
         own_mfu_pct=s["mfu_pct"],
         memory_gib_peak=s["memory_gib_peak"],
+        alloc_conf=run["alloc_conf"],
         command_line=run["command_line"],
         run=run,
     )
@@ -582,7 +596,11 @@ def format_report(result: dict) -> str:
         key = (row["who"], row["proxy"]["dtype"])
         if key not in seen:
             seen.add(key)
-            lines.append(f"{row['who']} {row['proxy']['dtype']}: {row['command_line']}")
+            allocator = row.get("alloc_conf") or "default"
+            lines.append(
+                f"{row['who']} {row['proxy']['dtype']} (allocator {allocator}): "
+                f"{row['command_line']}"
+            )
     return "\n".join(lines)
 
 
@@ -611,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--echo", action="store_true", help="echo each run's own output")
     ap.add_argument("--titan-script", type=Path, help="instead of -m torchtitan.train (CPU shim)")
     args, base = parse(ap, argv)
+    use_allocator(args.alloc_conf)  # both frameworks' runs inherit it
 
     def save(result: dict) -> None:
         if args.json:

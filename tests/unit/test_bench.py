@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import statistics
 from pathlib import Path
@@ -13,7 +14,16 @@ import pytest
 from bench import torchtitan_compare as tc
 from bench.profile_steps import kind_of
 from bench.profile_steps import main as profile_main
-from bench.run import Proxy, fit_layers, format_block, is_oom, main, planned_gib
+from bench.run import (
+    Proxy,
+    allocator_setting,
+    fit_layers,
+    format_block,
+    is_oom,
+    main,
+    planned_gib,
+    use_allocator,
+)
 
 from recipes import metrics
 from recipes.config import resolve_auto, validate
@@ -40,7 +50,8 @@ TITAN_022 = (
 
 # -- bench.run ----------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_bench_run_prints_its_block_for_the_debug_model_on_cpu(tmp_path, capsys):
+def test_bench_run_prints_its_block_for_the_debug_model_on_cpu(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "")  # main() sets it; restored after the test
     out = tmp_path / "record.json"
     argv = ["--model", "llama31_debug", "--seq-len", "64", "--steps", "3", "--warmup", "1"]
     argv += ["--dtype", "fp32", "--output-dir", str(tmp_path), "--json", str(out), "--quiet"]
@@ -52,6 +63,10 @@ def test_bench_run_prints_its_block_for_the_debug_model_on_cpu(tmp_path, capsys)
     rec = json.loads(out.read_text())
     assert rec["valid"] and rec["steps"] == 3 and rec["steady_state_steps"] == 2
     assert rec["machine"]["torch"] and rec["machine"]["device"] == "cpu"
+    # The run had the allocator setting (launch.sh's), as its manifest records.
+    assert rec["manifest"]["env"]["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"
+    assert rec["machine"]["alloc_conf"] == "expandable_segments:True"
+    assert "allocator expandable_segments:True" in block
     median = statistics.median(rec["step_times_s"][1:])
     assert rec["step_time_s"]["median"] == median
     expected = metrics.tokens_per_second(seq_len=64, global_batch_size=1, step_time_s=median)
@@ -60,6 +75,18 @@ def test_bench_run_prints_its_block_for_the_debug_model_on_cpu(tmp_path, capsys)
     assert rec["at_mean"]["tokens_per_s"] == pytest.approx(rec["summary"]["tokens_per_s_mean"])
     assert rec["at_median"]["mfu"] is None  # no peak for a CPU
     assert format_block(rec) in block
+
+
+def test_allocator_flag_sets_or_keeps_the_environment(monkeypatch):
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "max_split_size_mb:512")
+    use_allocator("")  # --alloc-conf '': the environment's own setting stays
+    assert os.environ["PYTORCH_ALLOC_CONF"] == "max_split_size_mb:512"
+    use_allocator("expandable_segments:True")
+    assert os.environ["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"
+    # What a run had: PYTORCH_ALLOC_CONF first, as torch reads them; None when unset.
+    assert allocator_setting({"PYTORCH_CUDA_ALLOC_CONF": "a", "PYTORCH_ALLOC_CONF": "b"}) == "b"
+    assert allocator_setting({"PYTORCH_CUDA_ALLOC_CONF": "a"}) == "a"
+    assert allocator_setting({}) is None
 
 
 def test_proxy_overrides_are_issue_6s_proxy():
@@ -343,8 +370,9 @@ for step in range(1, config["training"]["steps"] + 1):
 
 
 @pytest.mark.slow
-def test_compare_alternates_and_pairs_rounds_with_a_fake_torchtitan(tmp_path):
+def test_compare_alternates_and_pairs_rounds_with_a_fake_torchtitan(tmp_path, monkeypatch):
     pytest.importorskip("tomllib")
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "expandable_segments:True")  # as main() sets it
     fake = tmp_path / "fake_titan.py"
     fake.write_text(FAKE_TITAN)
     proxy = Proxy(model="llama31_debug", seq_len=64, dtype="fp32", steps=3, warmup=1)
@@ -356,6 +384,9 @@ def test_compare_alternates_and_pairs_rounds_with_a_fake_torchtitan(tmp_path):
     assert titan["own_tflops"] == 0.01 and titan["step_time_s"] == 64 / 2500
     assert len(result["ratios"]["recipes/torchtitan fp32"]["ratios"]) == 2
     assert len(saved) == 4 and saved[-1]["rows"] == result["rows"] and not result["failures"]
+    # Both frameworks ran under the same allocator setting, and each row says which.
+    assert {r["alloc_conf"] for r in result["rows"]} == {"expandable_segments:True"}
+    assert "torchtitan fp32 (allocator expandable_segments:True)" in tc.format_report(result)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -16,7 +17,8 @@ def launch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     clean = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("DTYPE", "MODEL_SIZE", "STAGE_PATH") and not k.startswith("SLURM_")
+        if k not in ("DTYPE", "MODEL_SIZE", "STAGE_PATH")
+        and not k.startswith(("SLURM_", "PYTORCH_"))
     }
     return subprocess.run(
         ["bash", str(LAUNCH), *args],
@@ -55,3 +57,6 @@ def test_runs_the_debug_model_on_this_machine(tmp_path):
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (config["model"]["name"], config["dtype"]["name"]) == ("llama31_debug", "bf16")
     assert (run_dir / "summary.json").is_file()
+    # The rank ran with launch.sh's allocator setting, and its manifest says so.
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["env"]["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"

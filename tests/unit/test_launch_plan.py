@@ -102,6 +102,13 @@ def test_ngpu_starts_that_many_local_ranks_through_torchrun():
     assert "MASTER_ADDR" not in decided.env  # torchrun's own rendezvous
 
 
+def test_ranks_get_the_allocator_setting_unless_the_environment_names_one():
+    base = {"DTYPE": "bf16", "MODEL_SIZE": "debug"}
+    assert plan(base, []).env["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"
+    for name in launch.ALLOC_VARS:  # the user's own setting, in any spelling, is left alone
+        assert "PYTORCH_ALLOC_CONF" not in plan(base | {name: "max_split_size_mb:512"}, []).env
+
+
 def test_without_ngpu_one_local_process():
     cmd = plan({"DTYPE": "bf16", "MODEL_SIZE": "debug"}, []).command
     assert cmd == [

@@ -15,8 +15,26 @@ from pathlib import Path
 import torch
 
 PACKAGES = ("recipes", "torch", "lightning", "hydra-core", "omegaconf", "torchao", "megatron-core")
-ENV_PREFIXES = ("SLURM_", "CUDA_", "NCCL_", "HIP_", "ROCR_", "TORCH_", "RECIPES_", "STAGE_PATH")
-ENV_NAMES = ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GSW_VERSION")
+ENV_PREFIXES = (
+    "SLURM_",
+    "CUDA_",
+    "NCCL_",
+    "HIP_",
+    "ROCR_",
+    "TORCH_",
+    "PYTORCH_",  # the caching allocator's setting (PYTORCH_ALLOC_CONF)
+    "NVTE_",  # Transformer Engine's switches
+    "RECIPES_",
+    "STAGE_PATH",
+)
+ENV_NAMES = (
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "GSW_VERSION",
+    "OMP_NUM_THREADS",
+)
 
 
 def git_sha() -> str | None:
