@@ -47,6 +47,7 @@ from bench.run import (
     stream,
     use_allocator,
 )
+from recipes.config import TrainerConfig
 from recipes.results.summary import RunShape
 
 FLAVOR = "recipes_proxy"
@@ -141,6 +142,8 @@ def titan_config(proxy: Proxy, *, tokenizer_dir: str, dataset_dir: str, dump_dir
             "seq_len": proxy.seq_len,
             "steps": proxy.steps,
             "max_norm": 1.0,
+            # Both collect garbage on the same schedule (torchtitan's own default is 50 too).
+            "gc_freq": TrainerConfig.gc_every_n_steps,
             "dtype": "float32",
             "mixed_precision_param": TITAN_DTYPES[proxy.dtype],
             # Tokenizing 8k words takes ~13 ms on the main thread; a worker keeps that off the

@@ -210,6 +210,10 @@ class TrainerConfig:
     """Leading steps left out of the steady-state timing mean and spread."""
     log_every_n_steps: int = 1
     """How often the per-step log line is printed (metrics.jsonl gets every step)."""
+    gc_every_n_steps: int = 50
+    """Python's garbage collector runs on this schedule while training, on every rank at the same
+    step, instead of whenever allocations trigger it (a rank pausing alone mid-step stalls the
+    others); 0 leaves Python's automatic collection on."""
 
 
 @dataclass
@@ -313,6 +317,23 @@ DATA_SOURCES = ("synthetic", "c4", "hf")
 ACCELERATORS = ("auto", "cpu", "gpu")
 
 
+TRAINER_RULES = (
+    ("max_steps", ">= 1", lambda v: v >= 1, "use max_steps=20 (the default) or more"),
+    ("seq_len", ">= 1", lambda v: v >= 1, "use e.g. seq_len=8192 (Llama 3.1's pretraining length)"),
+    ("micro_batch_size", ">= 1", lambda v: v >= 1, "use micro_batch_size=1"),
+    ("global_batch_size", ">= 1", lambda v: v >= 1, "use a multiple of micro_batch_size x DP"),
+    ("lr", "> 0", lambda v: v > 0, "use e.g. lr=3e-4 (the default)"),
+    ("min_lr_ratio", "in [0, 1]", lambda v: 0 <= v <= 1, "use e.g. 0.1 (decay to lr/10)"),
+    ("warmup_steps", ">= 0", lambda v: v >= 0, "use 0 for no warmup"),
+    ("weight_decay", ">= 0", lambda v: v >= 0, "use 0 for none, or e.g. 0.1 (the default)"),
+    ("grad_clip", ">= 0", lambda v: v >= 0, "use 0 to disable clipping, or e.g. 1.0"),
+    ("timing_warmup_steps", ">= 0", lambda v: v >= 0, "use 0 to time every step"),
+    ("log_every_n_steps", ">= 1", lambda v: v >= 1, "use 1 to print every step"),
+    ("gc_every_n_steps", ">= 0", lambda v: v >= 0, "use 0 for Python's automatic collection"),
+)
+"""(key, rule, check, fix) of each ``trainer.*`` value on its own."""
+
+
 def _one_of(field_name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{field_name}={value!r} is not one of {list(allowed)}; pick one of them")
@@ -354,9 +375,11 @@ def validate(cfg: DictConfig, world_size: int):
             f"trainer.seq_len={trainer.seq_len} exceeds model.max_seq_len={model.max_seq_len}; "
             f"use seq_len <= {model.max_seq_len}"
         )
-    for key in ("max_steps", "seq_len", "micro_batch_size", "global_batch_size"):
-        if trainer[key] < 1:
-            raise ConfigError(f"trainer.{key}={trainer[key]} must be >= 1")
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32); use e.g. seed=1234")
+    for key, rule, ok, fix in TRAINER_RULES:
+        if not ok(trainer[key]):
+            raise ConfigError(f"trainer.{key}={trainer[key]} must be {rule}; {fix}")
     if trainer.timing_warmup_steps >= trainer.max_steps:
         raise ConfigError(
             f"trainer.timing_warmup_steps={trainer.timing_warmup_steps} leaves no steady-state "

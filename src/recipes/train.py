@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from recipes import distributed, metrics
 from recipes.backends import Backend, get_backend
 from recipes.callbacks.benchmark import BenchmarkCallback
+from recipes.callbacks.garbage import GarbageCollection
 from recipes.callbacks.loggers import check_logger
 from recipes.checkpoint import CheckpointCallback, check_resume, check_schedule
 from recipes.config import conf_dir, register_configs, resolve_auto, validate
@@ -93,6 +94,9 @@ def run(cfg: DictConfig) -> dict | None:
         return dry_run(cfg, layout)
     L.seed_everything(cfg.seed, verbose=False)
     bench = BenchmarkCallback(cfg, run_shape(cfg, layout), layout.world_size, resume)
+    callbacks = [bench, CheckpointCallback(cfg, bench)]
+    if cfg.trainer.gc_every_n_steps:  # first: its collection falls inside the timed step
+        callbacks.insert(0, GarbageCollection(cfg.trainer.gc_every_n_steps))
     trainer = L.Trainer(
         max_steps=cfg.trainer.max_steps,
         logger=False,
@@ -102,7 +106,7 @@ def run(cfg: DictConfig) -> dict | None:
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        callbacks=[bench, CheckpointCallback(cfg, bench)],
+        callbacks=callbacks,
         **backend.trainer_kwargs(cfg, layout),
     )
     with distributed.process_group_scope():

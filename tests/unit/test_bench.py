@@ -166,6 +166,7 @@ def test_titan_config_fp8_compile_selective():
         "bfloat16",
     )
     assert (training["dataset"], training["dataset_path"]) == ("c4_test", "/a/c4_test")
+    assert training["gc_freq"] == 50  # recipes' trainer.gc_every_n_steps
     assert cfg["compile"]["enable"] is True
     assert cfg["activation_checkpoint"] == {"mode": "selective", "selective_ac_option": "op"}
     assert cfg["experimental"]["custom_import"] == tc.FLAVOR_MODULE

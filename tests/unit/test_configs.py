@@ -121,6 +121,17 @@ def test_unknown_group_option_fails(compose_cfg):
         (["trainer.max_steps=2"], 1, r"timing_warmup_steps=2 leaves no steady-state"),
         (["model.n_kv_heads=3"], 1, r"model.n_heads=8 is not divisible by model.n_kv_heads=3"),
         (["cluster.accelerator=tpu"], 1, r"cluster.accelerator='tpu' is not one of"),
+        # Each trainer value on its own (no process group, no optimizer built yet).
+        (["trainer.lr=-1"], 1, r"trainer.lr=-1.0 must be > 0; use e.g. lr=3e-4"),
+        (["trainer.min_lr_ratio=2"], 1, r"trainer.min_lr_ratio=2.0 must be in \[0, 1\]"),
+        (["trainer.warmup_steps=-3"], 1, r"trainer.warmup_steps=-3 must be >= 0; use 0"),
+        (["trainer.weight_decay=-1"], 1, r"trainer.weight_decay=-1.0 must be >= 0"),
+        (["trainer.grad_clip=-1"], 1, r"trainer.grad_clip=-1.0 must be >= 0; use 0 to disable"),
+        (["trainer.timing_warmup_steps=-1"], 1, r"timing_warmup_steps=-1 must be >= 0"),
+        (["trainer.log_every_n_steps=0"], 1, r"log_every_n_steps=0 must be >= 1; use 1"),
+        (["trainer.gc_every_n_steps=-5"], 1, r"gc_every_n_steps=-5 must be >= 0; use 0"),
+        (["trainer.micro_batch_size=0"], 1, r"micro_batch_size=0 must be >= 1"),
+        (["seed=-1"], 1, r"seed=-1 must be in \[0, 2\*\*32\); use e.g. seed=1234"),
     ],
 )
 def test_bad_relations_name_field_value_rule_and_fix(compose_cfg, overrides, world, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -118,6 +119,34 @@ def test_nan_marks_the_run_invalid_and_stops_it(tmp_path, compose_cfg):
     assert summary["valid"] is False
     assert "non-finite grad_norm=nan" in summary["invalid_reason"]
     assert summary["steps"] < cfg.trainer.max_steps
+
+
+@pytest.fixture
+def collections():
+    """Python's garbage collections while this test runs: (generation, automatic on?) each."""
+    seen: list[tuple[int, bool]] = []
+
+    def record(phase, info):
+        if phase == "start":
+            seen.append((info["generation"], gc.isenabled()))
+
+    gc.callbacks.append(record)
+    yield seen
+    gc.callbacks.remove(record)
+
+
+@pytest.mark.parametrize("every, scheduled", [(2, [1, 1, 1]), (0, [])])
+def test_garbage_collection_runs_on_the_step_schedule(
+    tmp_path, compose_cfg, collections, every, scheduled
+):
+    cfg = compose_cfg(
+        "trainer.max_steps=6", f"trainer.gc_every_n_steps={every}", f"output_dir={tmp_path}"
+    )
+    assert run(cfg)["valid"]
+    # While automatic collection is off, the only collections are the scheduled young-generation
+    # ones, after steps 2, 4 and 6; with 0 it is never turned off. Either way it is on after.
+    assert [gen for gen, automatic in collections if not automatic] == scheduled
+    assert gc.isenabled()
 
 
 def test_dry_run_plans_without_training(tmp_path, compose_cfg):
