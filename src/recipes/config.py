@@ -16,6 +16,10 @@ from recipes.errors import ConfigError
 
 __all__ = ["ConfigError", "TrainConfig", "register_configs", "conf_dir", "validate"]
 
+SDPA_BACKENDS = ("cudnn", "flash", "efficient", "math")
+"""The attention kernels ``backend.sdpa_backends`` orders (native backend), fastest first on
+an H100 (torchtitan's order)."""
+
 
 @dataclass
 class RopeScalingConfig:
@@ -116,6 +120,11 @@ class BackendConfig:
     optimizer_impl: str = "fused"
     """native: torch AdamW's kernel: fused (one kernel over all parameters, CPU and CUDA),
     foreach (grouped per-op kernels, torch's default) or for_loop (one parameter at a time)."""
+    sdpa_backends: list[str] = field(default_factory=lambda: list(SDPA_BACKENDS))
+    """native: attention kernels in the order scaled_dot_product_attention tries them (the first
+    that takes the inputs runs): cudnn (cuDNN's fused attention), flash (PyTorch's
+    FlashAttention-2), efficient (memory-efficient, also fp32), math (any device and dtype,
+    required as the last resort). torch's own order puts cudnn last; torchtitan puts it first."""
     init: str = "auto"
     """native: full (each rank draws the whole model from the seed, then shards it: the same
     weights for every layout), sharded (each rank draws only its shards, on the device: for

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.backends import cuda
+from torch.nn.attention import SDPBackend
 from torchao.float8.float8_linear import Float8Linear
 
 from recipes.backends.native import NativeBackend
@@ -11,7 +13,7 @@ from recipes.backends.native.module import cross_entropy
 from recipes.backends.native.parallelize import apply_ac, apply_compile, apply_float8
 from recipes.config import resolve_auto, validate
 from recipes.errors import ConfigError
-from recipes.models.llama import Llama
+from recipes.models.llama import Llama, set_sdpa_priority
 from recipes.optim import ADAMW_IMPLS, build_optimizer
 
 
@@ -37,6 +39,28 @@ def test_ac_and_compile_keep_state_dict_keys(compose_cfg):
     assert set(model.state_dict()) == keys
 
 
+def test_attention_tries_the_configured_kernels_in_order(compose_cfg, monkeypatch):
+    model = Llama(compose_cfg().model)
+    set_sdpa_priority(model, ["flash", "math"])
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):  # what SDPA's kernel choice sees at the call
+        seen.append((torch._C._get_sdp_priority_order()[:2], cuda.cudnn_sdp_enabled()))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    before = torch._C._get_sdp_priority_order()
+    model(torch.randint(0, 2048, (1, 16)))
+    flash, math = int(SDPBackend.FLASH_ATTENTION), int(SDPBackend.MATH)
+    assert seen == [([flash, math], False)] * model.cfg.n_layers  # cudnn not in the list: off
+    assert torch._C._get_sdp_priority_order() == before  # restored after each call
+    set_sdpa_priority(model, ["cudnn", "flash", "efficient", "math"])  # the default order
+    seen.clear()
+    model(torch.randint(0, 2048, (1, 16)))
+    assert seen[0] == ([int(SDPBackend.CUDNN_ATTENTION), flash], True)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -48,6 +72,9 @@ def test_ac_and_compile_keep_state_dict_keys(compose_cfg):
         (["backend.activation_checkpointing=some"], "backend.activation_checkpointing='some'"),
         (["backend.optimizer_impl=apex"], r"backend.optimizer_impl='apex' .*\['fused', "),
         (["parallelism.pp=2", "parallelism.cp=2"], "pp=2 with cp=2 is not supported"),
+        (["backend.sdpa_backends=[fa3,math]"], r"names \['fa3'\]; use kernels from \['cudnn'"),
+        (["backend.sdpa_backends=[flash,flash,math]"], "names a kernel twice"),
+        (["backend.sdpa_backends=[cudnn,flash]"], r"lacks math.*\['cudnn', 'flash', 'math'\]"),
     ],
 )
 def test_native_refuses_what_it_cannot_run(compose_cfg, overrides, message):

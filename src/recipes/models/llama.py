@@ -7,11 +7,14 @@ tensor/pipeline parallel plans apply unchanged. Build on ``meta``, parallelize, 
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from recipes.config import ModelConfig, RopeScalingConfig
 from recipes.errors import ConfigError
@@ -98,8 +101,21 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
 
+SDPA_KERNELS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+"""``backend.sdpa_backends`` names (recipes.config.SDPA_BACKENDS) to torch's attention kernels."""
+
+
 class Attention(nn.Module):
     """Causal grouped-query self-attention with RoPE on queries and keys; no biases."""
+
+    sdpa_priority: list[SDPBackend] | None = None
+    """Attention kernels in the order SDPA tries them (:func:`set_sdpa_priority`); None keeps
+    torch's own order."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -122,9 +138,12 @@ class Attention(nn.Module):
         freqs_cis = freqs_cis[:s]
         q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
         k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
-        )
+        # Inside the module, so activation checkpointing's recompute picks the same kernel.
+        order = self.sdpa_priority
+        with sdpa_kernel(order, set_priority=True) if order else contextlib.nullcontext():
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+            )
         return self.wo(out.transpose(1, 2).reshape(b, s, -1))
 
     def init_weights(self, std_in: float, std_out: float) -> None:
@@ -264,6 +283,14 @@ class Llama(nn.Module):
             h = block(h, self.freqs_cis)
         h = self.norm(h) if self.norm is not None else h
         return self.output(h) if self.output is not None else h
+
+
+def set_sdpa_priority(model: nn.Module, names: Sequence[str]) -> None:
+    """Make every attention of ``model`` try the kernels ``names`` (SDPA_KERNELS keys) in order."""
+    order = [SDPA_KERNELS[name] for name in names]
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.sdpa_priority = order
 
 
 def num_params(cfg: ModelConfig) -> int:

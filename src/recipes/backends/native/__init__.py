@@ -13,6 +13,7 @@ from recipes import distributed
 from recipes.backends.native.module import NativeLlamaModule
 from recipes.backends.native.parallelize import fsdp_enabled
 from recipes.backends.native.strategy import NativeParallelStrategy
+from recipes.config import SDPA_BACKENDS
 from recipes.errors import ConfigError
 from recipes.optim import ADAMW_IMPLS
 from recipes.plan.layout import Layout
@@ -29,6 +30,21 @@ def _check(field: str, value: Any, allowed: tuple) -> None:
         )
 
 
+def check_sdpa_backends(names: list[str]) -> None:
+    """backend.sdpa_backends: known kernels, each once, math (every device and dtype) among them."""
+    field = f"backend.sdpa_backends={names}"
+    unknown = [name for name in names if name not in SDPA_BACKENDS]
+    if unknown:
+        raise ConfigError(f"{field} names {unknown}; use kernels from {list(SDPA_BACKENDS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{field} names a kernel twice; list each once")
+    if "math" not in names:
+        raise ConfigError(
+            f"{field} lacks math, the kernel every device and dtype has; append math "
+            f"(e.g. {[*names, 'math']})"
+        )
+
+
 class NativeBackend:
     """Builds :class:`NativeLlamaModule` and :class:`NativeParallelStrategy`."""
 
@@ -36,6 +52,7 @@ class NativeBackend:
         _check("backend.activation_checkpointing", cfg.backend.activation_checkpointing, AC_MODES)
         _check("backend.init", cfg.backend.init, INIT_MODES)
         _check("backend.optimizer_impl", cfg.backend.optimizer_impl, ADAMW_IMPLS)
+        check_sdpa_backends(list(cfg.backend.sdpa_backends))
         if cfg.dtype.name == "fp8":
             _check("dtype.fp8_recipe", cfg.dtype.fp8_recipe, FP8_RECIPES)
             if cfg.dtype.fp8_fsdp_all_gather and cfg.dtype.fp8_recipe != "tensorwise":

@@ -21,7 +21,7 @@ from recipes.backends.native import pipeline
 from recipes.backends.native.context_parallel import cp_context
 from recipes.backends.native.parallelize import fsdp_enabled, parallelize
 from recipes.backends.native.strategy import Meshes
-from recipes.models.llama import Llama, num_params
+from recipes.models.llama import Llama, num_params, set_sdpa_priority
 from recipes.optim import build_optimizer
 from recipes.plan.layout import Layout
 
@@ -78,6 +78,7 @@ class NativeLlamaModule(L.LightningModule):
         full = full_init(cfg)
         with torch.device(self.device if full else "meta"):
             model = Llama(cfg.model)
+        set_sdpa_priority(model, cfg.backend.sdpa_backends)
         if full:
             torch.manual_seed(cfg.seed)
             model.init_weights()
