@@ -10,7 +10,12 @@ from torchao.float8.float8_linear import Float8Linear
 
 from recipes.backends.native import NativeBackend
 from recipes.backends.native.module import cross_entropy
-from recipes.backends.native.parallelize import apply_ac, apply_compile, apply_float8
+from recipes.backends.native.parallelize import (
+    apply_ac,
+    apply_compile,
+    apply_float8,
+    parallelize,
+)
 from recipes.config import resolve_auto, validate
 from recipes.errors import ConfigError
 from recipes.models.llama import Llama, set_sdpa_priority
@@ -28,6 +33,17 @@ def test_float8_skips_the_output_head_and_dims_not_divisible_by_16(compose_cfg):
     assert kinds["layers.0.attention.wk"] is Float8Linear  # 96 x 48
     assert kinds["layers.0.feed_forward.w1"] is torch.nn.Linear  # 200 is not a multiple of 16
     assert kinds["output"] is torch.nn.Linear
+
+
+@pytest.mark.parametrize("dtype, emulated", [("fp8_rowwise", True), ("fp8", False)])
+def test_compiled_rowwise_fp8_rounds_casts_as_eager(compose_cfg, dtype, emulated):
+    from torch._inductor import config as inductor_config
+
+    cfg = compose_cfg(f"dtype={dtype}", "backend.compile=true")
+    resolve_auto(cfg, cuda_available=False)
+    with inductor_config.patch(emulate_precision_casts=False):  # restored after
+        parallelize(Llama(cfg.model), None, validate(cfg, world_size=1), cfg, on_gpu=False)
+        assert inductor_config.emulate_precision_casts is emulated
 
 
 def test_ac_and_compile_keep_state_dict_keys(compose_cfg):

@@ -62,6 +62,12 @@ def parallelize(
     if cfg.backend.activation_checkpointing != "none":
         apply_ac(model, cfg.backend.activation_checkpointing)
     if cfg.backend.compile:
+        if cfg.dtype.name == "fp8" and cfg.dtype.fp8_recipe == "rowwise":
+            # pytorch/pytorch#150859: compiled RMSNorm with rowwise-scaled fp8 drifts to NaN
+            # unless inductor rounds its casts as eager does (torchtitan sets the same).
+            from torch._inductor import config as inductor_config
+
+            inductor_config.emulate_precision_casts = True
         apply_compile(model, tp=layout.tp > 1)
     if fsdp_enabled(layout):
         apply_fsdp(
