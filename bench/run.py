@@ -164,9 +164,20 @@ def run_shape(summary: dict, manifest: dict) -> RunShape:
     )
 
 
-def steady_step_times(records: list[dict], warmup: int) -> list[float]:
-    """Step times after the timing warm-up, the same steps as the summary's mean."""
-    return [r["step_time_s"] for r in records[warmup:]] or [records[-1]["step_time_s"]]
+def steady_step_times(records: list[dict], warmup: int, key: str = "step_time_s") -> list[float]:
+    """Step (or ``loop_time_s``) times after the timing warm-up, the summary's steps."""
+    return [r[key] for r in records[warmup:]] or [records[-1][key]]
+
+
+def time_stats(times: list[float]) -> dict:
+    """Median, mean, spread of steady-state times."""
+    return {
+        "median": statistics.median(times),
+        "mean": statistics.fmean(times),
+        "std": statistics.stdev(times) if len(times) > 1 else 0.0,
+        "min": min(times),
+        "max": max(times),
+    }
 
 
 def machine(manifest: dict) -> dict:
@@ -204,8 +215,8 @@ def record(proxy: Proxy, cmd: list[str], run: dict, wall_s: float) -> dict:
     """The raw benchmark record: configuration, command, machine, figures, step times."""
     summary, records, manifest = run["summary"], run["records"], run["manifest"]
     shape = run_shape(summary, manifest)
-    times = steady_step_times(records, proxy.warmup)
-    median, mean = statistics.median(times), statistics.fmean(times)
+    step = time_stats(steady_step_times(records, proxy.warmup))
+    loop = time_stats(steady_step_times(records, proxy.warmup, "loop_time_s"))
     pcts = [r["memory_pct"] for r in records if r["memory_pct"] is not None]
     return {
         "proxy": dataclasses.asdict(proxy),
@@ -215,22 +226,19 @@ def record(proxy: Proxy, cmd: list[str], run: dict, wall_s: float) -> dict:
         "valid": summary["valid"],
         "invalid_reason": summary["invalid_reason"],
         "steps": len(records),
-        "steady_state_steps": len(times),
-        "step_time_s": {
-            "median": median,
-            "mean": mean,
-            "std": statistics.stdev(times) if len(times) > 1 else 0.0,
-            "min": min(times),
-            "max": max(times),
-        },
-        "at_median": shape.figures(median),
-        "at_mean": shape.figures(mean),
+        "steady_state_steps": len(steady_step_times(records, proxy.warmup)),
+        "step_time_s": step,
+        "loop_time_s": loop,
+        "at_median": shape.figures(step["median"]),
+        "at_mean": shape.figures(step["mean"]),
+        "at_loop_median": shape.figures(loop["median"]),
         "peak": summary["peak"],
         "memory_gib_peak": summary["memory_gib_peak"],
         "memory_pct_peak": max(pcts) if pcts else None,
         "loss_first": summary["loss_first"],
         "loss_last": summary["loss_last"],
         "step_times_s": [r["step_time_s"] for r in records],
+        "loop_times_s": [r["loop_time_s"] for r in records],
         "run_dir": run["run_dir"],
         "wall_s": wall_s,
         "summary": summary,
@@ -267,6 +275,8 @@ def format_block(rec: dict) -> str:
         f"(first {p['warmup']} left out)",
         f"step time   : median {t['median']:.4f} s  mean {t['mean']:.4f} s  "
         f"(std {t['std']:.4f}, min {t['min']:.4f}, max {t['max']:.4f})",
+        f"loop time   : median {rec['loop_time_s']['median']:.4f} s (the step and what runs "
+        f"between steps) -> {rec['at_loop_median']['tokens_per_s_per_gpu']:,.0f} tokens/s/GPU",
         f"tokens/s    : {med['tokens_per_s']:,.0f} total, {med['tokens_per_s_per_gpu']:,.0f} "
         f"per GPU at the median step (mean step: {mean['tokens_per_s']:,.0f})",
         f"TFLOPS/GPU  : {med['tflops_per_gpu']:,.2f} dgxc, {med['tflops_per_gpu_causal']:,.2f} "

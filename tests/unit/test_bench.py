@@ -75,6 +75,12 @@ def test_bench_run_prints_its_block_for_the_debug_model_on_cpu(tmp_path, capsys,
     assert rec["at_mean"]["tokens_per_s"] == pytest.approx(rec["summary"]["tokens_per_s_mean"])
     assert rec["at_median"]["mfu"] is None  # no peak for a CPU
     assert format_block(rec) in block
+    # The loop time (what torchtitan's tps times) holds the step and what runs between steps.
+    assert rec["loop_time_s"]["median"] == statistics.median(rec["loop_times_s"][1:])
+    assert all(a > b for a, b in zip(rec["loop_times_s"], rec["step_times_s"], strict=True))
+    loop_tps = 64 / rec["loop_time_s"]["median"]
+    assert rec["at_loop_median"]["tokens_per_s_per_gpu"] == pytest.approx(loop_tps)
+    assert "loop time   : median" in block
 
 
 def test_allocator_flag_sets_or_keeps_the_environment(monkeypatch):
@@ -323,13 +329,16 @@ def test_ratio_stats_arithmetic():
         tc.ratio_stats([1.0], [1.0, 2.0])
 
 
-def row(r: int, who: str, dtype: str, tps: float) -> dict:
+def row(r: int, who: str, dtype: str, tps: float, loop_tps: float | None = None) -> dict:
+    loop_tps = loop_tps or tps
     return {
         "round": r,
         "who": who,
         "proxy": {"dtype": dtype},
         "step_time_s": 8192 / tps,
         "tokens_per_s_per_gpu": tps,
+        "loop_time_s": 8192 / loop_tps,
+        "loop_tokens_per_s_per_gpu": loop_tps,
         "tflops": None,
         "mfu_pct": None,
         "own_tflops": None,
@@ -344,18 +353,21 @@ def row(r: int, who: str, dtype: str, tps: float) -> dict:
 
 def test_ratios_pair_rounds_and_dtypes():
     rows = [
-        row(1, "recipes", "bf16", 110),
+        row(1, "recipes", "bf16", 110, loop_tps=105),  # 5% of our loop is between steps
         row(1, "torchtitan", "bf16", 100),
         row(1, "recipes", "fp8", 154),
         row(1, "torchtitan", "fp8", 140),
         row(2, "torchtitan", "bf16", 100),  # round 2 stopped before recipes ran
     ]
     out = tc.ratios(rows)
-    assert out["recipes/torchtitan bf16"]["ratios"] == pytest.approx([1.1])
+    # Like for like, both timed over the whole loop; and at this project's step timing.
+    assert out["recipes/torchtitan bf16"]["ratios"] == pytest.approx([1.05])
+    assert out["recipes/torchtitan bf16 (our step timing)"]["ratios"] == pytest.approx([1.1])
     assert out["recipes fp8/bf16"]["median"] == pytest.approx(1.4)
     assert out["torchtitan fp8/bf16"]["median"] == pytest.approx(1.4)
     report = tc.format_report({"rows": rows, "ratios": out})
-    assert "recipes/torchtitan bf16" in report and "median 1.100" in report
+    assert "recipes/torchtitan bf16 " in report and "median 1.050" in report
+    assert "recipes/torchtitan bf16 (our step timing)" in report and "median 1.100" in report
     assert all(math.isfinite(float(x)) for x in re.findall(r"median (\S+) \(", report))
 
 
@@ -383,6 +395,9 @@ def test_compare_alternates_and_pairs_rounds_with_a_fake_torchtitan(tmp_path, mo
     titan = result["rows"][1]
     assert titan["tokens_per_s_per_gpu"] == 2500  # median of steps 2 and 3
     assert titan["own_tflops"] == 0.01 and titan["step_time_s"] == 64 / 2500
+    assert titan["loop_time_s"] == titan["step_time_s"]  # its tps times the whole loop
+    ours = result["rows"][0]
+    assert ours["loop_time_s"] == ours["record"]["loop_time_s"]["median"] > ours["step_time_s"]
     assert len(result["ratios"]["recipes/torchtitan fp32"]["ratios"]) == 2
     assert len(saved) == 4 and saved[-1]["rows"] == result["rows"] and not result["failures"]
     # Both frameworks ran under the same allocator setting, and each row says which.

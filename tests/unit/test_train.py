@@ -76,6 +76,10 @@ def test_run_folder_holds_config_metrics_summary_manifest_log(first_run):
     assert [r["step"] for r in lines] == list(range(1, 13))
     assert all(r.keys() >= STEP_FIELDS for r in lines)
     assert saved["step_time_s_last"] == lines[-1]["step_time_s"]
+    # The loop time holds the step and what runs between steps, and the steps tile the loop.
+    assert all(r["loop_time_s"] > r["step_time_s"] > 0 for r in lines)
+    between = sum(r["loop_time_s"] - r["step_time_s"] for r in lines)
+    assert between < 0.5 * sum(r["step_time_s"] for r in lines)
     assert saved["steady_state_steps"] == 10  # the two timing-warmup steps are left out
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (config["model"]["name"], config["dtype"]["name"]) == ("llama31_debug", "fp32")

@@ -74,6 +74,7 @@ class BenchmarkCallback(L.Callback):
         self.invalid_reason: str | None = None
         self.summary: dict[str, Any] | None = None
         self._t0 = 0.0
+        self._last_end = 0.0
         self._log_file: logging.Handler | None = None
         self.tracker: Logger | None = None
 
@@ -105,13 +106,20 @@ class BenchmarkCallback(L.Callback):
             log.setLevel(self._saved_level)
 
     # -- timing -------------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        _synchronize(pl_module.device)
+        self._last_end = time.perf_counter()
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         _synchronize(pl_module.device)
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         _synchronize(pl_module.device)
-        step_time = time.perf_counter() - self._t0
+        end = time.perf_counter()
+        step_time = end - self._t0
+        # The whole loop since the previous step ended: data, Lightning, the other callbacks.
+        loop_time, self._last_end = end - self._last_end, end
         loss = float(outputs["loss"])
         grad_norm = float(outputs["grad_norm"])
         used, total = memory_gib(pl_module.device)
@@ -121,6 +129,7 @@ class BenchmarkCallback(L.Callback):
             "grad_norm": grad_norm,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "step_time_s": step_time,
+            "loop_time_s": loop_time,
             **self.shape.figures(step_time),
             "memory_gib": used,
             "memory_pct": None if total is None else 100 * used / total,
