@@ -17,8 +17,8 @@ from recipes.errors import ConfigError
 __all__ = ["ConfigError", "TrainConfig", "register_configs", "conf_dir", "validate"]
 
 SDPA_BACKENDS = ("cudnn", "flash", "efficient", "math")
-"""The attention kernels ``backend.sdpa_backends`` orders (native backend), fastest first on
-an H100 (torchtitan's order)."""
+"""The attention kernels ``backend.sdpa_backends`` orders (native backend), in its default
+order: cuDNN first, as torchtitan orders them."""
 
 
 @dataclass

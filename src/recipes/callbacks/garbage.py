@@ -1,8 +1,8 @@
 """Python's garbage collector on a step schedule while training.
 
 Left automatic, the cyclic collector runs whenever enough objects have been allocated: at a
-different moment on each rank, and a full collection can take a good part of a second. At scale
-one rank pausing mid-step holds up every other at the next collective. So, as torchtitan
+different moment on each rank, pausing that rank. At scale one rank pausing mid-step holds up
+every other at the next collective. So, as torchtitan
 (``gc_freq``), NeMo (``GarbageCollectionCallback``) and Megatron-LM (``--manual-gc``) do,
 automatic collection is off from the first step to the end of training, and every rank runs a
 young-generation collection after the same steps. It runs before the step's timer stops (this
