@@ -142,7 +142,7 @@ def titan_config(proxy: Proxy, *, tokenizer_dir: str, dataset_dir: str, dump_dir
             "seq_len": proxy.seq_len,
             "steps": proxy.steps,
             "max_norm": 1.0,
-            # Both collect garbage on the same schedule (torchtitan's own default is 50 too).
+            # This project's default GC schedule (torchtitan's own default is 50 too).
             "gc_freq": TrainerConfig.gc_every_n_steps,
             "dtype": "float32",
             "mixed_precision_param": TITAN_DTYPES[proxy.dtype],
