@@ -215,7 +215,8 @@ def record(proxy: Proxy, cmd: list[str], run: dict, wall_s: float) -> dict:
     """The raw benchmark record: configuration, command, machine, figures, step times."""
     summary, records, manifest = run["summary"], run["records"], run["manifest"]
     shape = run_shape(summary, manifest)
-    step = time_stats(steady_step_times(records, proxy.warmup))
+    steady = steady_step_times(records, proxy.warmup)
+    step = time_stats(steady)
     loop = time_stats(steady_step_times(records, proxy.warmup, "loop_time_s"))
     pcts = [r["memory_pct"] for r in records if r["memory_pct"] is not None]
     return {
@@ -226,7 +227,7 @@ def record(proxy: Proxy, cmd: list[str], run: dict, wall_s: float) -> dict:
         "valid": summary["valid"],
         "invalid_reason": summary["invalid_reason"],
         "steps": len(records),
-        "steady_state_steps": len(steady_step_times(records, proxy.warmup)),
+        "steady_state_steps": len(steady),
         "step_time_s": step,
         "loop_time_s": loop,
         "at_median": shape.figures(step["median"]),

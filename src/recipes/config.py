@@ -17,8 +17,8 @@ from recipes.errors import ConfigError
 __all__ = ["ConfigError", "TrainConfig", "register_configs", "conf_dir", "validate"]
 
 SDPA_BACKENDS = ("cudnn", "flash", "efficient", "math")
-"""The attention kernels ``backend.sdpa_backends`` orders (native backend), in its default
-order: cuDNN first, as torchtitan orders them."""
+"""``backend.sdpa_backends``' default order (native backend): cuDNN first, as torchtitan orders
+them. The names a user may list are recipes.models.llama.SDPA_KERNELS' keys."""
 
 
 @dataclass

@@ -2,10 +2,10 @@
 
 Left automatic, the cyclic collector runs whenever enough objects have been allocated: at a
 different moment on each rank, pausing that rank. At scale one rank pausing mid-step holds up
-every other at the next collective. So, as torchtitan
-(``gc_freq``), NeMo (``GarbageCollectionCallback``) and Megatron-LM (``--manual-gc``) do,
-automatic collection is off from the first step to the end of training, and every rank runs a
-young-generation collection after the same steps. It runs before the step's timer stops (this
+every other at the next collective. So, as torchtitan (``gc_freq``), NeMo
+(``GarbageCollectionCallback``) and Megatron-LM (``--manual-gc``) do, automatic collection is
+off from the first step to the end of training, and every rank runs a young-generation
+collection after the same steps. It runs before the step's timer stops (this
 callback comes before :class:`~recipes.callbacks.benchmark.BenchmarkCallback`), so its cost is
 counted in that step's time, and on a GPU it overlaps the kernels still queued.
 """

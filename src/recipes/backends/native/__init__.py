@@ -13,8 +13,8 @@ from recipes import distributed
 from recipes.backends.native.module import NativeLlamaModule
 from recipes.backends.native.parallelize import fsdp_enabled
 from recipes.backends.native.strategy import NativeParallelStrategy
-from recipes.config import SDPA_BACKENDS
 from recipes.errors import ConfigError
+from recipes.models.llama import SDPA_KERNELS
 from recipes.optim import ADAMW_IMPLS
 from recipes.plan.layout import Layout
 
@@ -33,9 +33,9 @@ def _check(field: str, value: Any, allowed: tuple) -> None:
 def check_sdpa_backends(names: list[str]) -> None:
     """backend.sdpa_backends: known kernels, each once, math (every device and dtype) among them."""
     field = f"backend.sdpa_backends={names}"
-    unknown = [name for name in names if name not in SDPA_BACKENDS]
+    unknown = [name for name in names if name not in SDPA_KERNELS]
     if unknown:
-        raise ConfigError(f"{field} names {unknown}; use kernels from {list(SDPA_BACKENDS)}")
+        raise ConfigError(f"{field} names {unknown}; use kernels from {list(SDPA_KERNELS)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"{field} names a kernel twice; list each once")
     if "math" not in names:
