@@ -125,6 +125,10 @@ def check_schedule(cfg: DictConfig) -> None:
         )
 
 
+SIGNAL_STOP = "stopped on SIGUSR1"
+"""How the ``invalid_reason`` of a run that saved and stopped on SIGUSR1 begins."""
+
+
 class CheckpointCallback(L.Callback):
     """Saves ``checkpoint/step_<N>`` in the run folder every N steps, after the last one, and
     when SIGUSR1 arrives (then stops).
@@ -163,7 +167,7 @@ class CheckpointCallback(L.Callback):
         if self._stop_on_signal(trainer):
             self.save(trainer)
             self.bench.invalid_reason = (
-                f"stopped on SIGUSR1 after step {trainer.global_step}; resume with "
+                f"{SIGNAL_STOP} after step {trainer.global_step}; resume with "
                 f"checkpoint.resume_from={self.bench.run_dir}"
             )
             trainer.should_stop = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -12,6 +13,9 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from recipes import distributed, metrics
@@ -19,11 +23,12 @@ from recipes.backends import Backend, get_backend
 from recipes.callbacks.benchmark import BenchmarkCallback
 from recipes.callbacks.garbage import GarbageCollection
 from recipes.callbacks.loggers import check_logger
-from recipes.checkpoint import CheckpointCallback, check_resume, check_schedule
+from recipes.checkpoint import SIGNAL_STOP, CheckpointCallback, check_resume, check_schedule
 from recipes.config import conf_dir, register_configs, resolve_auto, validate
 from recipes.data import TokenDataModule
-from recipes.errors import ConfigError
+from recipes.errors import ConfigError, error_message
 from recipes.plan.layout import Layout
+from recipes.results.run_dir import check_output_dir
 from recipes.results.summary import RunShape
 
 log = logging.getLogger("recipes")
@@ -70,6 +75,7 @@ def check_and_plan(cfg: DictConfig) -> tuple[Layout, Backend, Path | None]:
     """All validation, before any process group or GPU is touched; the layout, the backend and
     the checkpoint to resume from."""
     resolve_auto(cfg, cuda_available=torch.cuda.is_available())
+    check_output_dir(cfg.output_dir)
     launched = distributed.world_size()
     planned = cfg.cluster.num_gpus
     if planned is not None and not cfg.dry_run and planned != launched:
@@ -115,18 +121,34 @@ def run(cfg: DictConfig) -> dict | None:
     return bench.summary
 
 
+def exit_code(summary: dict | None) -> int:
+    """0 for a valid run, a plan, and a run that saved and stopped on SIGUSR1 (to be resumed);
+    1 for any other invalid run (non-finite loss, data exhausted mid-run, stopped early)."""
+    if summary is None or summary.get("valid", True):
+        return 0
+    return 0 if (summary["invalid_reason"] or "").startswith(SIGNAL_STOP) else 1
+
+
 @hydra.main(version_base=None, config_path=str(conf_dir()), config_name="train")
 def main(cfg: DictConfig) -> dict | None:
-    """Console entry point ``recipes-train``."""
+    """Console entry point ``recipes-train``: exit code 2 for a configuration error, 143 when
+    terminated (SIGTERM), else :func:`exit_code`; a multirun's jobs return instead, so one
+    invalid run does not end the sweep."""
     rank = distributed.global_rank()
     setup_logging(rank, cfg.log_ranks)
     try:
         summary = run(cfg)
     except ConfigError as err:
-        log.error("configuration error: %s", err)
+        log.error("configuration error: %s", error_message(err))
         sys.exit(2)
+    except SIGTERMException:
+        log.error("terminated by SIGTERM; the run folder's summary.json says after which step")
+        sys.exit(128 + signal.SIGTERM)
     if rank == 0 and summary is not None:
         print(json.dumps(summary, indent=2))
+    code = exit_code(summary)
+    if code and HydraConfig.get().mode != RunMode.MULTIRUN:
+        sys.exit(code)
     return summary
 
 

@@ -220,6 +220,77 @@ def test_the_text_field_must_be_there(compose_cfg, corpus):
     ds = packed(compose_cfg, corpus, "data.text_field=body")
     with pytest.raises(ConfigError, match=r"c4-train.00000-of-00002.json.gz:1 has no field "):
         ds[0]
+    # ... and recipes-train finds it before anything starts, from the first record
+    with pytest.raises(ConfigError, match=r"c4-train.00000-of-00002.json.gz:1 has no field "):
+        check(compose_cfg, *c4_overrides(corpus, "data.text_field=body"))
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            '{"text": "cut sho',
+            r"bad.json:2 is not a JSON object \(Unterminated string starting at: column 10\)",
+        ),
+        ('{"text": null}', r"bad.json:2: data.text_field='text' holds NoneType, not text"),
+        ('["text"]', r"bad.json:2 has no field data.text_field='text' \(it has list\)"),
+    ],
+)
+def test_a_bad_shard_line_is_named_by_file_and_line(compose_cfg, corpus, tmp_path, line, message):
+    (tmp_path / "bad.json").write_text('{"text": "fine words"}\n' + line + "\n")
+    cfg = compose_cfg(
+        "data=c4", f"data.path={tmp_path / 'bad.json'}", f"data.tokenizer={corpus.tokenizer}"
+    )
+    with pytest.raises(ConfigError, match=message):
+        build_dataset(cfg)[1]
+
+
+def test_empty_shards_and_negative_workers_are_refused_before_anything_starts(
+    compose_cfg, corpus, tmp_path
+):
+    (tmp_path / "empty.json").write_text("\n")
+    with pytest.raises(ConfigError, match=r"holds no records \(1 shards, all empty\)"):
+        check(
+            compose_cfg,
+            "data=c4",
+            f"data.path={tmp_path / 'empty.json'}",
+            f"data.tokenizer={corpus.tokenizer}",
+        )
+    with pytest.raises(ConfigError, match=r"data.num_workers=-1 must be >= 0"):
+        check(compose_cfg, *c4_overrides(corpus, "data.num_workers=-1"))
+
+
+def test_too_little_text_for_one_step_asks_for_more_text_not_fewer_steps(compose_cfg, corpus):
+    seq_len = len(corpus.stream) // GBS  # GBS samples of seq_len+1 need more than there is
+    ds = build_dataset(
+        compose_cfg(
+            *c4_overrides(corpus), f"trainer.seq_len={seq_len}", f"trainer.global_batch_size={GBS}"
+        )
+    )
+    with pytest.raises(DataExhaustedError) as err:
+        ds[0]
+    message = str(err.value)
+    assert "ran out of text at step 1" in message
+    assert "give it more text (more shards or data files), or a smaller trainer.seq_len" in message
+    assert "max_steps <=" not in message
+
+
+def test_a_run_out_of_text_in_a_worker_says_why_in_one_line(compose_cfg, corpus, tmp_path):
+    """DataLoader workers re-raise with their traceback as the message; the run's
+    invalid_reason keeps the error's own message."""
+    cfg = compose_cfg(
+        *c4_overrides(corpus, "data.num_workers=2"),
+        "trainer.seq_len=1000",
+        "trainer.max_steps=3",
+        "trainer.timing_warmup_steps=1",
+        f"output_dir={tmp_path}",
+    )
+    with pytest.raises(DataExhaustedError):
+        run(cfg)
+    (folder,) = tmp_path.iterdir()
+    reason = json.loads((folder / "summary.json").read_text())["invalid_reason"]
+    assert reason.startswith("DataExhaustedError: data.path=") and "ran out of text" in reason
+    assert "Traceback" not in reason and "worker process" not in reason
 
 
 def test_data_hf_opens_the_dataset_before_training(compose_cfg, corpus):

@@ -255,6 +255,47 @@ def test_outputs_inside_a_run_folder_are_refused(option, results, capsys):
     assert digest(root) == before
 
 
+@pytest.mark.parametrize(
+    ("option", "make", "message"),
+    [
+        ("--csv", lambda tmp: tmp, "is a folder; --csv takes a file name: e.g. "),
+        ("--markdown", lambda tmp: tmp, "is a folder; --markdown takes a file name"),
+        ("--plots", lambda tmp: tmp / "a_file", "is a file; --plots takes a folder"),
+        ("--csv", lambda tmp: tmp / "a_file" / "r.csv", "is a file, not a folder; write it"),
+    ],
+)
+def test_unwritable_outputs_exit_2_before_the_table(
+    option, make, message, results, capsys, tmp_path
+):
+    (tmp_path / "a_file").write_text("kept")
+    code, out, err = run_main([results[0], option, make(tmp_path)], capsys)
+    assert code == 2 and out == ""
+    assert f"recipes-report: error: {option} " in err and message in err
+    assert (tmp_path / "a_file").read_text() == "kept"
+
+
+def test_mistyped_values_are_named_not_fatal(results, capsys, tmp_path):
+    """A summary.json or metrics.jsonl with text where a figure belongs (edited by hand, written
+    by another tool): the run is still listed, the value is left out and named."""
+    _, folders = results
+    odd = tmp_path / "odd"
+    shutil.copytree(folders["short"], odd)
+    summary = json.loads((odd / "summary.json").read_text())
+    (odd / "summary.json").write_text(
+        json.dumps(summary | {"step_time_s_last": "fast", "model": 5})
+    )
+    with open(odd / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "loss": "x"}) + "\n")
+    code, out, _ = run_main([odd, "--csv", tmp_path / "r.csv"], capsys)
+    assert code == 0
+    row = table_rows(out)["odd"]
+    assert row["step time last (s)"] == "" and row["model"] == "llama31_debug"  # config.yaml
+    (csv_row,) = csv.DictReader((tmp_path / "r.csv").open())
+    assert "summary.json: step_time_s_last='fast' is not a number" in csv_row["problems"]
+    assert "summary.json: model=5 is not text" in csv_row["problems"]
+    assert "metrics.jsonl: 1 unreadable line(s)" in csv_row["problems"]
+
+
 def test_report_never_writes_into_run_folders(results, capsys, tmp_path):
     pytest.importorskip("matplotlib")
     root, _ = results

@@ -6,6 +6,7 @@ import gc
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import yaml
 
 from recipes.config import conf_dir
 from recipes.distributed import RENDEZVOUS_VARS
+from recipes.errors import ConfigError
+from recipes.optim import lr_factor
 from recipes.train import run
 
 SUMMARY_FIELDS = {
@@ -82,6 +85,12 @@ def test_run_folder_holds_config_metrics_summary_manifest_log(first_run):
     assert between < 0.5 * sum(r["step_time_s"] for r in lines)
     assert saved["steady_state_steps"] == 10  # the two timing-warmup steps are left out
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    # Each step's lr is the one it trained with (warmup from lr/3), not the next step's.
+    t = config["trainer"]
+    schedule = {k: t[k] for k in ("warmup_steps", "max_steps", "min_lr_ratio")}
+    used = [t["lr"] * lr_factor(i, **schedule) for i in range(12)]
+    assert [r["lr"] for r in lines] == pytest.approx(used)
+    assert lines[0]["lr"] == pytest.approx(t["lr"] / 3)
     assert (config["model"]["name"], config["dtype"]["name"]) == ("llama31_debug", "fp32")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["versions"]["torch"] and manifest["accelerator"]["device_name"] == "cpu"
@@ -123,6 +132,19 @@ def test_nan_marks_the_run_invalid_and_stops_it(tmp_path, compose_cfg):
     assert summary["valid"] is False
     assert "non-finite grad_norm=nan" in summary["invalid_reason"]
     assert summary["steps"] < cfg.trainer.max_steps
+
+
+def test_output_dir_must_be_a_results_folder_not_a_run_folder_or_a_file(first_run, compose_cfg):
+    out, summary = first_run
+    inside = Path(summary["run_dir"]) / "more"
+    with pytest.raises(ConfigError, match=rf"output_dir='{inside}' lies inside the run folder "):
+        run(compose_cfg(f"output_dir={inside}"))
+    assert not inside.exists()
+    a_file = Path(summary["run_dir"]) / "summary.json"
+    with pytest.raises(ConfigError, match=r"summary.json' is a file; output_dir must be a folder"):
+        run(compose_cfg(f"output_dir={a_file}"))
+    with pytest.raises(ConfigError, match=r"lies under '.*summary.json', a file"):
+        run(compose_cfg(f"output_dir={a_file}/sub"))
 
 
 @pytest.fixture
@@ -207,9 +229,11 @@ def test_cli_misspelt_key_fails(tmp_path):
 
 
 def test_cli_local_multirun_sweep(tmp_path):
+    """A job that diverges is marked invalid and the sweep goes on to the next one."""
     proc = cli(
         "-m",
-        "trainer.lr=1e-3,2e-3",
+        "trainer.lr=1e30,1e-3,2e-3",
+        "trainer.warmup_steps=0",
         "trainer.max_steps=3",
         "trainer.timing_warmup_steps=1",
         f"output_dir={tmp_path}/out",
@@ -217,10 +241,38 @@ def test_cli_local_multirun_sweep(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = sorted(p for p in (tmp_path / "out").iterdir() if p.name != "multirun")
-    assert len(runs) == 2
-    lrs = {yaml.safe_load((p / "config.yaml").read_text())["trainer"]["lr"] for p in runs}
-    assert lrs == {1e-3, 2e-3}
-    assert all(json.loads((p / "summary.json").read_text())["valid"] for p in runs)
+    assert len(runs) == 3
+    valid = {
+        yaml.safe_load((p / "config.yaml").read_text())["trainer"]["lr"]: json.loads(
+            (p / "summary.json").read_text()
+        )["valid"]
+        for p in runs
+    }
+    assert valid == {1e30: False, 1e-3: True, 2e-3: True}
+
+
+def test_cli_exit_code_says_whether_the_run_is_valid(tmp_path):
+    """0 for a valid run, 1 for a run marked invalid (here a diverging loss), 143 when Slurm
+    (or anyone) terminates it with SIGTERM, whose step the summary names."""
+    proc = cli("trainer.lr=1e30", "trainer.warmup_steps=0", f"output_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "non-finite" in proc.stdout and "Traceback" not in proc.stderr
+
+    cmd = [sys.executable, "-m", "recipes.train", "trainer.max_steps=500"]
+    cmd += [f"output_dir={tmp_path}/term"]
+    child = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=launcher_free_env()
+    )
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if "step:    2 " in line:
+            child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=120) == 128 + signal.SIGTERM, "".join(lines)
+    (folder,) = (tmp_path / "term").iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["valid"] is False
+    assert summary["invalid_reason"].startswith("terminated by SIGTERM after step ")
 
 
 NAMED_LAYOUTS = [

@@ -18,10 +18,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from recipes import metrics
 from recipes.callbacks.loggers import build_logger, close, numeric
+from recipes.errors import error_message
 from recipes.results.baselines import baseline_for
 from recipes.results.manifest import build_manifest
 from recipes.results.run_dir import create_run_dir, write_json, write_new
@@ -75,6 +77,7 @@ class BenchmarkCallback(L.Callback):
         self.summary: dict[str, Any] | None = None
         self._t0 = 0.0
         self._last_end = 0.0
+        self._lr = 0.0
         self._log_file: logging.Handler | None = None
         self.tracker: Logger | None = None
 
@@ -111,6 +114,8 @@ class BenchmarkCallback(L.Callback):
         self._last_end = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # The step's own LR: training_step moves the schedule on after its optimizer step.
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]
         _synchronize(pl_module.device)
         self._t0 = time.perf_counter()
 
@@ -127,7 +132,7 @@ class BenchmarkCallback(L.Callback):
             "step": trainer.global_step,
             "loss": loss,
             "grad_norm": grad_norm,
-            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "lr": self._lr,
             "step_time_s": step_time,
             "loop_time_s": loop_time,
             **self.shape.figures(step_time),
@@ -155,7 +160,11 @@ class BenchmarkCallback(L.Callback):
         self._finish(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self.invalid_reason = self.invalid_reason or f"{type(exception).__name__}: {exception}"
+        if isinstance(exception, SIGTERMException):  # Slurm's scancel or time limit
+            reason = f"terminated by SIGTERM after step {trainer.global_step}"
+        else:
+            reason = f"{type(exception).__name__}: {error_message(exception)}"
+        self.invalid_reason = self.invalid_reason or reason
         self._finish(trainer)
 
     def _finish(self, trainer: L.Trainer) -> None:

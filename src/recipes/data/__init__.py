@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import closing
 
 import lightning as L
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from recipes.data.c4 import c4_documents, find_shards
+from recipes.data.c4 import c4_documents, find_shards, read_texts
 from recipes.data.hf import check_dataset, check_datasets_installed, hf_documents
 from recipes.data.packing import Documents, PackedTokens, Position
 from recipes.data.synthetic import SyntheticTokens
@@ -96,6 +97,11 @@ def check_data(cfg: DictConfig) -> None:
     """The data keys' rules; unless a dry run, also that the shards and the tokenizer load and
     fit the model. Called from ``config.validate``, before any process group exists."""
     data = cfg.data
+    if data.num_workers < 0:
+        raise ConfigError(
+            f"data.num_workers={data.num_workers} must be >= 0 (0 reads in the training "
+            "process); use data.num_workers=0 or a few worker processes, e.g. 2"
+        )
     if data.name == "synthetic":
         return
     if not data.path:
@@ -104,8 +110,15 @@ def check_data(cfg: DictConfig) -> None:
         check_datasets_installed()
     if cfg.dry_run:  # a plan reads no data; the files may live only on the cluster
         return
-    if data.name == "c4":
-        find_shards(data.path, data.split)
+    if data.name == "c4":  # the first record shows a wrong text_field now, not at step 1
+        shards = find_shards(data.path, data.split)
+        with closing(read_texts(shards, data.text_field)) as texts:
+            first = next(texts, None)
+        if first is None:
+            raise ConfigError(
+                f"data.path={data.path!r} holds no records ({len(shards)} shards, all empty); "
+                "point it at shards with text"
+            )
     check_vocab(load_tokenizer(data), cfg.model.vocab_size)
     if data.name == "hf":
         check_dataset(data)

@@ -74,18 +74,31 @@ def read_texts(shards: list[Path], text_field: str, skip: int = 0) -> Iterator[s
                 if skip:
                     skip -= 1
                     continue
-                yield _text(json.loads(line), text_field, f"{shard}:{lineno}")
+                yield _text(line, text_field, f"{shard}:{lineno}")
 
 
-def _text(record: dict, text_field: str, where: str) -> str:
+def _text(line: str, text_field: str, where: str) -> str:
+    """The text of one JSON line, or an error that names the shard and line."""
     try:
-        return record[text_field]
-    except (KeyError, TypeError):
+        record = json.loads(line.strip())
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"{where} is not a JSON object ({err.msg}: column {err.colno}); every line of a "
+            "data=c4 shard must be one JSON object: fix or remove that shard"
+        ) from None
+    if not isinstance(record, dict) or text_field not in record:
         fields = sorted(record) if isinstance(record, dict) else type(record).__name__
         raise ConfigError(
             f"{where} has no field data.text_field={text_field!r} (it has {fields}); set "
             "data.text_field to the field that holds the text"
-        ) from None
+        )
+    text = record[text_field]
+    if not isinstance(text, str):
+        raise ConfigError(
+            f"{where}: data.text_field={text_field!r} holds {type(text).__name__}, not text; "
+            "set data.text_field to the field that holds the text, or fix that line"
+        )
+    return text
 
 
 def batched(items: Iterable[str], n: int = DOCS_PER_BATCH) -> Iterator[list[str]]:

@@ -131,10 +131,14 @@ class PackedTokens(Dataset):
     def _exhausted(self, index: int, end: int) -> DataExhaustedError:
         available = self._end // self.width
         g = self.global_batch_size
+        more = "give it more text (more shards or data files)"
+        if available < g:  # not even one step: fewer steps cannot help
+            fix = f"{more}, or a smaller trainer.seq_len or trainer.global_batch_size"
+        else:
+            fix = f"{more}, or use trainer.max_steps <= {available // g}"
         return DataExhaustedError(
             f"{self.source} ran out of text at step {index // g + 1} (sample {index}): it packs "
             f"into {available} samples of trainer.seq_len+1={self.width} tokens "
             f"({self._end:,} tokens), that step needs {end // self.width}, and the run needs "
-            f"{self.num_samples} (trainer.max_steps x trainer.global_batch_size={g}); add shards "
-            f"to data.path or use trainer.max_steps <= {available // g}"
+            f"{self.num_samples} (trainer.max_steps x trainer.global_batch_size={g}); {fix}"
         )

@@ -105,10 +105,28 @@ def collect(paths: Sequence[str]) -> list[Path]:
     return list(found)
 
 
+SUMMARY_NUMBERS = (
+    *FIGURE_KEYS,
+    "steps",
+    "num_gpus",
+    "seq_len",
+    "global_batch_size",
+    "time_to_train_1t_days",
+)
+SUMMARY_TEXTS = ("model", "dtype", "backend")
+RECORD_NUMBERS = frozenset(
+    ("loss", "step_time_s", "memory_gib", "tokens_per_s", "tokens_per_s_per_gpu")
+    + ("tflops_per_gpu", "mfu", "mfu_vs_bf16_peak", "mfu_causal")
+)
+"""The metrics.jsonl figures the report reads (a run without summary.json, the plots)."""
+
+
 def load_run(path: Path) -> Run:
     """Read a run folder's files; unreadable ones are noted in ``problems``, never raised."""
     run = Run(path)
     run.summary = _read(run, "summary.json", json.loads)
+    if run.summary is not None:
+        _drop_mistyped(run, run.summary)
     run.config = _read(run, "config.yaml", yaml.safe_load)
     run.manifest = _read(run, "manifest.json", json.loads)
     run.plan = _read(run, "plan.json", json.loads)
@@ -131,6 +149,26 @@ def _read(run: Run, name: str, parse: Callable[[str], Any]) -> dict | None:
     return value
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _drop_mistyped(run: Run, summary: dict) -> None:
+    """A summary.json value of the wrong type (edited by hand, another tool's file) is left out
+    of the row and named in its problems, rather than breaking the whole report."""
+    for keys, ok, kind in (
+        (SUMMARY_NUMBERS, _is_number, "a number"),
+        (SUMMARY_TEXTS, _is_text, "text"),
+    ):
+        for key in keys:
+            if summary.get(key) is not None and not ok(summary[key]):
+                run.problems.append(f"summary.json: {key}={summary.pop(key)!r} is not {kind}")
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
 def _read_records(run: Run) -> list[dict]:
     file = run.path / "metrics.jsonl"
     if not file.is_file():
@@ -142,8 +180,14 @@ def _read_records(run: Run) -> list[dict]:
         except ValueError:
             bad += 1  # a line cut short when the process was killed mid-write
             continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            continue
+        if any(
+            v is not None and not _is_number(v) for k, v in record.items() if k in RECORD_NUMBERS
+        ):
+            bad += 1  # a line another tool wrote, with text where a figure belongs
+            continue
+        records.append(record)
     if bad:
         run.problems.append(f"metrics.jsonl: {bad} unreadable line(s)")
     return records
@@ -295,7 +339,7 @@ def sort_key(row: dict[str, Any]) -> tuple:
     model = row["model"]
     return (
         model is None,
-        _natural(model or ""),
+        _natural(str(model or "")),
         row["dtype"] or "",
         (row["num_gpus"] is None, row["num_gpus"] or 0),
         row["backend"] or "",
@@ -491,10 +535,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _check_outside_runs(target: Path | None, option: str, run_dirs: list[Path]) -> None:
-    """Run folders are records: refuse an output path inside one."""
+def _check_output(target: Path | None, option: str, run_dirs: list[Path]) -> None:
+    """Before anything is printed: the path can be written (a file for --csv/--markdown, a
+    folder for --plots) and lies outside every run folder (run folders are records)."""
     if target is None:
         return
+    folder = option == "--plots"
+    if folder and target.exists() and not target.is_dir():
+        raise ReportError(
+            f"{option} {str(target)!r} is a file; {option} takes a folder for the PNG files: "
+            "name a new or existing folder"
+        )
+    if not folder and target.is_dir():
+        raise ReportError(
+            f"{option} {str(target)!r} is a folder; {option} takes a file name: e.g. "
+            f"{str(target / ('report.csv' if option == '--csv' else 'report.md'))!r}"
+        )
+    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ReportError(
+            f"{option} {str(target)!r} cannot be created: {str(blocking)!r} is a file, not a "
+            "folder; write it elsewhere"
+        )
     resolved = target.resolve()
     for run_dir in run_dirs:
         if resolved == run_dir or run_dir in resolved.parents:
@@ -523,7 +585,7 @@ def report(args: argparse.Namespace) -> int:
     run_dirs = collect(args.paths)
     outputs = {"--csv": args.csv, "--markdown": args.markdown, "--plots": args.plots}
     for option, target in outputs.items():
-        _check_outside_runs(target, option, run_dirs)
+        _check_output(target, option, run_dirs)
     runs, rows = build_rows(run_dirs)
     text = markdown(rows)
     print(text, end="")

@@ -8,6 +8,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recipes.errors import ConfigError
+
+RUN_DIR_FILES = ("config.yaml", "manifest.json")
+"""What every run folder (a training run's or a dry run's) holds from its start."""
+
+
+def is_run_dir(path: Path) -> bool:
+    return all((path / name).is_file() for name in RUN_DIR_FILES)
+
+
+def check_output_dir(output_dir: str) -> None:
+    """``output_dir`` must be (or become) a folder of run folders, not a file and not a folder
+    inside a run folder (whose runs a report, which does not look into runs, would miss)."""
+    root = Path(output_dir).expanduser().absolute()
+    for path in (root, *root.parents):
+        if path.exists() and not path.is_dir():
+            where = "is a file" if path == root else f"lies under {str(path)!r}, a file"
+            raise ConfigError(
+                f"output_dir={output_dir!r} {where}; output_dir must be a folder (each run "
+                "gets a new folder in it): name another path"
+            )
+        if path.is_dir() and is_run_dir(path):
+            raise ConfigError(
+                f"output_dir={output_dir!r} lies inside the run folder {str(path)!r}; runs go "
+                f"side by side in a results folder: use output_dir={str(path.parent)!r}"
+            )
+
 
 def create_run_dir(output_dir: str | Path, prefix: str) -> Path:
     """Make ``output_dir/<time>_<prefix>_<random>``; an existing folder is never reused."""
