@@ -6,6 +6,7 @@ of the wrong type fails when Hydra composes the config, before anything runs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -355,6 +356,17 @@ def resolve_auto(cfg: DictConfig, *, cuda_available: bool) -> None:
     _one_of("cluster.accelerator", cfg.cluster.accelerator, ACCELERATORS)
     if cfg.cluster.gpu_type is not None:
         _one_of("cluster.gpu_type", cfg.cluster.gpu_type, tuple(PEAK_TFLOPS))
+    num_gpus, peak = cfg.cluster.num_gpus, cfg.cluster.peak_tflops
+    if num_gpus is not None and num_gpus < 1:
+        raise ConfigError(
+            f"cluster.num_gpus={num_gpus} must be >= 1 (the world size a dry run plans for); "
+            "use e.g. cluster.num_gpus=8, or null for the processes launched"
+        )
+    if peak is not None and not peak > 0:
+        raise ConfigError(
+            f"cluster.peak_tflops={peak} must be > 0 (dense TFLOPS per device); use the "
+            "datasheet's dense figure for the run's dtype, or null for the peak table"
+        )
     # A dry run plans for the named GPU type without needing one here.
     cuda_available = cuda_available or (cfg.dry_run and cfg.cluster.gpu_type is not None)
     if cfg.cluster.accelerator == "gpu" and not cuda_available:
@@ -364,8 +376,56 @@ def resolve_auto(cfg: DictConfig, *, cuda_available: bool) -> None:
         )
     if cfg.cluster.accelerator == "auto":
         cfg.cluster.accelerator = "gpu" if cuda_available else "cpu"
+    check_comm_backend(cfg)
     if cfg.dtype.name == "auto":
         cfg.dtype.name = "bf16" if cfg.cluster.accelerator == "gpu" else "fp32"
+
+
+def check_comm_backend(cfg: DictConfig) -> None:
+    """``cluster.comm_backend`` names a backend torch knows, which (unless a dry run, which may
+    plan for another machine) this torch build has and the accelerator can use."""
+    import torch.distributed as dist
+
+    name = cfg.cluster.comm_backend
+    if name is None:
+        return
+    known = [b for b in dist.Backend.backend_list if b != "undefined"]
+    if name not in known:
+        raise ConfigError(
+            f"cluster.comm_backend={name!r} is not a torch.distributed backend ({known}); use "
+            "nccl on NVIDIA GPUs, gloo on CPU, or null for the accelerator's default"
+        )
+    if cfg.dry_run:
+        return
+    if not dist.is_backend_available(name):
+        raise ConfigError(
+            f"cluster.comm_backend={name!r} is not built into this torch; use null for the "
+            f"accelerator's default ({'nccl' if cfg.cluster.accelerator == 'gpu' else 'gloo'})"
+        )
+    if name == "nccl" and cfg.cluster.accelerator == "cpu":
+        raise ConfigError(
+            "cluster.comm_backend='nccl' needs GPUs but cluster.accelerator='cpu'; use gloo "
+            "(or null) on CPU"
+        )
+
+
+def check_known_keys(node: DictConfig, path: str = "") -> None:
+    """Every key is a field of its section's schema: Hydra's ``+key=value`` (and ``++``) adds a
+    key that the schema lacks instead of failing like a misspelt ``key=value`` does."""
+    schema = OmegaConf.get_type(node)
+    fields = (
+        {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    )
+    for key in node:
+        name = f"{path}{key}"
+        if fields is not None and key not in fields:
+            raise ConfigError(
+                f"{name} is not a key of {path.rstrip('.') or 'the config'} (its keys: "
+                f"{', '.join(sorted(fields))}); fix the spelling, without '+'"
+            )
+        value = node._get_node(key)
+        if isinstance(value, DictConfig) and not value._is_none():
+            check_known_keys(value, f"{name}.")
 
 
 def validate(cfg: DictConfig, world_size: int):
@@ -374,6 +434,12 @@ def validate(cfg: DictConfig, world_size: int):
     from recipes.models.llama import check_shape
     from recipes.plan.layout import check_fits_model, resolve_layout
 
+    check_known_keys(cfg)
+    if cfg.run_name is not None and ("/" in cfg.run_name or not cfg.run_name.strip()):
+        raise ConfigError(
+            f"run_name={cfg.run_name!r} must be a non-empty name without '/' (it becomes part "
+            "of the run folder's name in output_dir); put folders in output_dir instead"
+        )
     _one_of("dtype", cfg.dtype.name, DTYPES)
     _one_of("data", cfg.data.name, DATA_SOURCES)
     check_data(cfg)

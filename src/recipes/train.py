@@ -129,11 +129,29 @@ def exit_code(summary: dict | None) -> int:
     return 0 if (summary["invalid_reason"] or "").startswith(SIGNAL_STOP) else 1
 
 
+_task_started = False
+"""Whether Hydra got as far as calling the task: an exit before it is Hydra's own refusal of the
+command line (an unknown key or option, a value of the wrong type)."""
+
+
+def main() -> None:
+    """Console entry point ``recipes-train``: exit code 2 for bad input, whether Hydra refuses
+    the command line (it exits 1 itself) or this project's checks refuse the configuration."""
+    try:
+        _hydra_main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _task_started:
+            raise SystemExit(2) from None
+        raise
+
+
 @hydra.main(version_base=None, config_path=str(conf_dir()), config_name="train")
-def main(cfg: DictConfig) -> dict | None:
-    """Console entry point ``recipes-train``: exit code 2 for a configuration error, 143 when
+def _hydra_main(cfg: DictConfig) -> dict | None:
+    """One run (one job of a multirun): exit code 2 for a configuration error, 143 when
     terminated (SIGTERM), else :func:`exit_code`; a multirun's jobs return instead, so one
     invalid run does not end the sweep."""
+    global _task_started
+    _task_started = True
     rank = distributed.global_rank()
     setup_logging(rank, cfg.log_ranks)
     try:

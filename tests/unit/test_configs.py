@@ -132,6 +132,22 @@ def test_unknown_group_option_fails(compose_cfg):
         (["trainer.gc_every_n_steps=-5"], 1, r"gc_every_n_steps=-5 must be >= 0; use 0"),
         (["trainer.micro_batch_size=0"], 1, r"micro_batch_size=0 must be >= 1"),
         (["seed=-1"], 1, r"seed=-1 must be in \[0, 2\*\*32\); use e.g. seed=1234"),
+        # Hydra's '+' adds a key the schema lacks instead of failing.
+        (["+trainer.maxsteps=4"], 1, r"trainer.maxsteps is not a key of trainer \(its keys: "),
+        (["+cluster.num_gpu=576"], 1, r"cluster.num_gpu is not a key of cluster"),
+        (["++foo=1"], 1, r"foo is not a key of the config"),
+        # Each model size on its own, then what tensor parallelism splits.
+        (["model.n_heads=0"], 1, r"model.n_heads=0 must be >= 1"),
+        (["model.ffn_dim=-4"], 1, r"model.ffn_dim=-4 must be >= 1"),
+        (["model.vocab_size=0"], 1, r"model.vocab_size=0 must be >= 1"),
+        (["model.norm_eps=0"], 1, r"model.norm_eps=0.0 must be > 0"),
+        (["model.ffn_dim=771", "parallelism.tp=2"], 2, r"tp=2 does not divide model.ffn_dim=771"),
+        # The machine.
+        (["cluster.num_gpus=0", "dry_run=true"], 1, r"cluster.num_gpus=0 must be >= 1"),
+        (["cluster.peak_tflops=0"], 1, r"cluster.peak_tflops=0.0 must be > 0"),
+        (["cluster.comm_backend=foo"], 1, r"comm_backend='foo' is not a torch.distributed"),
+        (["cluster.comm_backend=nccl"], 1, r"comm_backend='nccl' (is not built|needs GPUs)"),
+        (["run_name=a/b"], 1, r"run_name='a/b' must be a non-empty name without '/'"),
     ],
 )
 def test_bad_relations_name_field_value_rule_and_fix(compose_cfg, overrides, world, message):

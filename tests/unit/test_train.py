@@ -222,10 +222,26 @@ def test_cli_bad_value_exits_with_the_rule_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_misspelt_key_fails(tmp_path):
-    proc = cli("trainer.max_step=3", cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "max_step" in proc.stderr
+@pytest.mark.parametrize("override", ["trainer.max_step=3", "trainer.max_steps=abc", "model=x"])
+def test_cli_hydra_refusals_exit_2_too(tmp_path, override):
+    proc = cli(override, f"output_dir={tmp_path}/out", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert override.split("=")[0 if override != "model=x" else 1] in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dry_run_on_several_processes_writes_one_plan(tmp_path):
+    for rank in ("1", "0"):
+        proc = cli(
+            "dry_run=true",
+            "model=llama31_8b",
+            "cluster.num_gpus=8",
+            f"output_dir={tmp_path}",
+            cwd=tmp_path,
+            env={"RANK": rank},
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    (plan,) = tmp_path.glob("*/plan.json")
 
 
 def test_cli_local_multirun_sweep(tmp_path):

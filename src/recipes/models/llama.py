@@ -198,8 +198,23 @@ class TransformerBlock(nn.Module):
         self.ffn_norm.reset_parameters()
 
 
+MODEL_RULES = (
+    *((key, ">= 1", lambda v: v >= 1) for key in ("dim", "n_layers", "n_heads", "n_kv_heads")),
+    *((key, ">= 1", lambda v: v >= 1) for key in ("ffn_dim", "vocab_size", "max_seq_len")),
+    ("norm_eps", "> 0", lambda v: v > 0),
+    ("rope_theta", "> 0", lambda v: v > 0),
+)
+"""(key, rule, check) of each ``model.*`` size on its own."""
+
+
 def check_shape(cfg: ModelConfig) -> None:
     """Reject shapes the attention cannot be built with, naming the field and a fix."""
+    for key, rule, ok in MODEL_RULES:
+        if not ok(getattr(cfg, key)):
+            raise ConfigError(
+                f"model.{key}={getattr(cfg, key)} must be {rule}; leave it at the model's value "
+                f"(model=llama31_8b etc. set it) or give a size {rule}"
+            )
     if cfg.dim % cfg.n_heads:
         raise ConfigError(
             f"model.dim={cfg.dim} is not divisible by model.n_heads={cfg.n_heads}; "

@@ -22,7 +22,7 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from recipes import metrics
+from recipes import distributed, metrics
 from recipes.models.llama import num_params
 from recipes.plan.layout import Layout
 from recipes.results.manifest import build_manifest
@@ -106,6 +106,8 @@ def plan(cfg: DictConfig, layout: Layout) -> dict:
 def dry_run(cfg: DictConfig, layout: Layout) -> dict:
     """Write ``config.yaml``, ``manifest.json`` and ``plan.json`` to a new run folder."""
     result = plan(cfg, layout)
+    if distributed.global_rank() != 0:  # launched on several processes: one plan, one folder
+        return result
     prefix = cfg.run_name or f"{cfg.model.name}_{cfg.dtype.name}_dryrun"
     run_dir = create_run_dir(cfg.output_dir, prefix)
     write_new(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -109,12 +109,16 @@ def resolve_layout(par: DictConfig, world_size: int) -> Layout:
 def check_fits_model(layout: Layout, cfg: DictConfig) -> None:
     """Divisibility rules between the layout, the model and the batch shape."""
     model, trainer = cfg.model, cfg.trainer
-    for heads_key in ("n_heads", "n_kv_heads"):
-        heads = model[heads_key]
-        if heads % layout.tp:
-            valid = [d for d in divisors(model.n_kv_heads) if model.n_heads % d == 0]
+    # Tensor parallelism splits heads and the FFN's inner size evenly across its ranks.
+    for key in ("n_heads", "n_kv_heads", "ffn_dim"):
+        if model[key] % layout.tp:
+            valid = [
+                d
+                for d in divisors(model.n_kv_heads)
+                if model.n_heads % d == 0 and model.ffn_dim % d == 0
+            ]
             raise ConfigError(
-                f"parallelism.tp={layout.tp} does not divide model.{heads_key}={heads}; "
+                f"parallelism.tp={layout.tp} does not divide model.{key}={model[key]}; "
                 f"use tp in {_choices(valid)}"
             )
     stages = layout.pp * layout.vp
