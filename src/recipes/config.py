@@ -379,6 +379,42 @@ def resolve_auto(cfg: DictConfig, *, cuda_available: bool) -> None:
     check_comm_backend(cfg)
     if cfg.dtype.name == "auto":
         cfg.dtype.name = "bf16" if cfg.cluster.accelerator == "gpu" else "fp32"
+    check_fp8_hardware(cfg)
+
+
+MXFP8_GPUS = ("b200", "gb200")
+"""Blackwell: the GPUs with MXFP8 (block-scaled) tensor cores."""
+
+
+def check_fp8_hardware(cfg: DictConfig) -> None:
+    """FP8 only where the GPU has FP8 tensor cores: the GPU a dry run plans for (its peak table
+    row), or the GPU this process sees (compute capability 8.9 or newer)."""
+    import torch
+
+    from recipes.metrics import PEAK_TFLOPS
+
+    if cfg.dtype.name != "fp8" or cfg.cluster.accelerator != "gpu":
+        return
+    gpu = cfg.cluster.gpu_type
+    fp8_gpus = [key for key, peaks in PEAK_TFLOPS.items() if peaks.get("fp8")]
+    if gpu is not None and gpu not in fp8_gpus:
+        raise ConfigError(
+            f"dtype=fp8 but cluster.gpu_type={gpu} has no FP8 tensor cores; use dtype=bf16, or "
+            f"plan for one of {fp8_gpus}"
+        )
+    if cfg.dtype.fp8_recipe == "mxfp8" and gpu is not None and gpu not in MXFP8_GPUS:
+        raise ConfigError(
+            f"dtype.fp8_recipe=mxfp8 needs Blackwell's MXFP8 tensor cores, which "
+            f"cluster.gpu_type={gpu} lacks; use one of {list(MXFP8_GPUS)}, or dtype=fp8 "
+            "(tensorwise) / dtype=fp8_delayed"
+        )
+    if gpu is None and torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 9):
+        name = torch.cuda.get_device_name()
+        raise ConfigError(
+            f"dtype=fp8 but this GPU ({name}, compute capability "
+            f"{'.'.join(map(str, torch.cuda.get_device_capability()))}) has no FP8 tensor cores "
+            "(8.9 or newer: Ada, Hopper, Blackwell); use dtype=bf16"
+        )
 
 
 def check_comm_backend(cfg: DictConfig) -> None:

@@ -58,13 +58,14 @@ PEAK_TFLOPS: dict[str, dict[str, float | None]] = {
     "mi300x": {"bf16": 1307.4, "fp8": 2614.9, "tf32": 653.7},
 }
 
-# Memory per device from the same datasheets. Their "GB" of HBM are binary (an H100's 80 GB
-# is 81,559 MiB as torch reports it), so the figures are GiB. A100 also ships with 40 GB.
+# Memory per device, in GiB: what torch reports as total_memory where known (an H100's "80 GB"
+# is 81,559 MiB = 79.6 GiB, an H200's "141 GB" 143,771 MiB = 140.4 GiB), else the datasheet's
+# binary GB. A100 also ships with 40 GB.
 DEVICE_MEMORY_GIB: dict[str, float] = {
-    "h100_sxm": 80,
-    "h100_pcie": 80,
+    "h100_sxm": 79.6,
+    "h100_pcie": 79.6,
     "h100_nvl": 94,
-    "h200": 141,
+    "h200": 140.4,
     "b200": 180,
     "gb200": 186,
     "a100": 80,

@@ -148,6 +148,17 @@ def test_unknown_group_option_fails(compose_cfg):
         (["cluster.comm_backend=foo"], 1, r"comm_backend='foo' is not a torch.distributed"),
         (["cluster.comm_backend=nccl"], 1, r"comm_backend='nccl' (is not built|needs GPUs)"),
         (["run_name=a/b"], 1, r"run_name='a/b' must be a non-empty name without '/'"),
+        # FP8 only where the planned GPU has FP8 (MXFP8: Blackwell) tensor cores.
+        (
+            ["dtype=fp8", "dry_run=true", "cluster.gpu_type=a100"],
+            1,
+            r"dtype=fp8 but cluster.gpu_type=a100 has no FP8 tensor cores; use dtype=bf16",
+        ),
+        (
+            ["dtype=fp8_mxfp8", "backend=megatron", "dry_run=true", "cluster.gpu_type=h100_sxm"],
+            1,
+            r"fp8_recipe=mxfp8 needs Blackwell's MXFP8 tensor cores, which cluster.gpu_type=h100",
+        ),
     ],
 )
 def test_bad_relations_name_field_value_rule_and_fix(compose_cfg, overrides, world, message):

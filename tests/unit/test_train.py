@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recipes.config import conf_dir
+from recipes.config import conf_dir, resolve_auto, validate
 from recipes.distributed import RENDEZVOUS_VARS
 from recipes.errors import ConfigError
 from recipes.optim import lr_factor
+from recipes.plan.estimate import memory_per_rank
 from recipes.train import run
 
 SUMMARY_FIELDS = {
@@ -192,6 +193,37 @@ def test_dry_run_plans_without_training(tmp_path, compose_cfg):
     assert plan["step_time_s_at_mfu"]["0.40"] == pytest.approx(
         plan["model_flops_per_step"]["dgxc"] / (989.4e12 * 0.4)
     )
+
+
+def planned_memory(compose_cfg, world: int, *overrides: str) -> dict[str, float]:
+    cfg = compose_cfg("model=llama31_8b", "trainer.seq_len=8192", *overrides)
+    resolve_auto(cfg, cuda_available=True)
+    return memory_per_rank(cfg, validate(cfg, world_size=world))
+
+
+def test_dry_run_memory_follows_checkpointing_cp_sharding_and_the_backend(compose_cfg):
+    """Checkpointing keeps fewer activations (full: one block input a layer, plus the layer
+    being recomputed); native FSDP shards states over dp_shard x cp; Megatron's distributed
+    optimizer keeps bf16 weights and fp32 gradients whole and shards 12 bytes a parameter."""
+    ac = {
+        mode: planned_memory(compose_cfg, 8, f"backend.activation_checkpointing={mode}")
+        for mode in ("none", "selective", "full")
+    }
+    assert ac["none"]["activations"] > ac["selective"]["activations"] > ac["full"]["activations"]
+    assert ac["none"]["model_states"] == ac["full"]["model_states"]
+    # 8B (32 layers, dim 4096): full keeps 32 block inputs + one whole layer, x 8192 tokens, bf16
+    whole_layer = 4 * 4096 + 2 * 4096 + 2 * 1024 + 4 * 14336
+    assert ac["full"]["activations"] == pytest.approx((32 * 4096 + whole_layer) * 8192 * 2 / 2**30)
+
+    fsdp8 = planned_memory(compose_cfg, 8)
+    cp2 = planned_memory(compose_cfg, 8, "parallelism.cp=2")
+    assert cp2["model_states"] == pytest.approx(fsdp8["model_states"])  # 4 x 2 = 8 shards
+    assert cp2["activations"] == pytest.approx(fsdp8["activations"] / 2)
+
+    params = 8_030_261_248
+    megatron = planned_memory(compose_cfg, 8, "backend=megatron", "dtype=bf16")
+    assert megatron["model_states"] == pytest.approx(params * (6 + 12 / 8) / 2**30)
+    assert megatron["gathered_params"] == 0
 
 
 def launcher_free_env() -> dict[str, str]:

@@ -38,7 +38,14 @@ BYTES = {"fp32": 4, "bf16": 2, "fp8": 2}
 
 
 def memory_per_rank(cfg: DictConfig, layout: Layout) -> dict[str, float]:
-    """Predicted peak memory of the busiest rank, by part, in GiB."""
+    """Predicted peak memory of the busiest rank, by part, in GiB.
+
+    Model states: native FSDP2 shards fp32 weights, gradients and AdamW state (16 bytes a
+    parameter) over ``dp_shard x cp`` (the mesh it shards over); Megatron keeps bf16 weights
+    and fp32 gradients whole on each rank and shards only the fp32 main weights and AdamW state
+    (12 bytes) over ``dp x cp`` (its distributed optimizer). Activations: per layer and token,
+    what backward keeps under ``backend.activation_checkpointing``.
+    """
     model, trainer = cfg.model, cfg.trainer
     table = model.vocab_size * model.dim
     block = (num_params(model) - 2 * table - model.dim) / model.n_layers
@@ -47,22 +54,52 @@ def memory_per_rank(cfg: DictConfig, layout: Layout) -> dict[str, float]:
     ends = (2 * table if layout.pp == 1 else table) + model.dim
     params = (layers_per_stage * block + ends) / layout.tp
     width = BYTES[cfg.dtype.name]
-    kv_dim = model.n_kv_heads * model.dim // model.n_heads
-    norms = 4 * model.dim / (layout.tp if layout.sequence_parallel else 1)
-    sharded = (2 * model.dim + 2 * kv_dim + 4 * model.ffn_dim) / layout.tp
     tokens = trainer.seq_len / layout.cp * trainer.micro_batch_size
     micro_batches = trainer.global_batch_size // (trainer.micro_batch_size * layout.dp)
     in_flight = min(layout.pp, micro_batches)
+    saved, recompute = activations_per_token(cfg, layout)
+    megatron = cfg.backend.name == "megatron"
     parts = {
-        "model_states": params * 16 / layout.dp_shard,
-        "gathered_params": 2 * block / layout.tp * width,
-        "activations": layers_per_stage * in_flight * (norms + sharded) * tokens * width,
+        "model_states": params * _state_bytes(cfg, layout),
+        "gathered_params": 0 if megatron else 2 * block / layout.tp * width,
+        "activations": (layers_per_stage * in_flight * saved + recompute) * tokens * width,
         "logits": 2 * tokens * model.vocab_size / layout.tp * 4,
     }
     gib = {name: value / GIB for name, value in parts.items()}
     gib["total"] = sum(gib.values())
     gib["params_per_rank"] = params
     return gib
+
+
+def _state_bytes(cfg: DictConfig, layout: Layout) -> float:
+    """Bytes of weights, gradients and AdamW state one rank holds per parameter of its stage."""
+    if cfg.backend.name != "megatron":
+        return 16 / (layout.dp_shard * layout.cp)
+    whole = 2 + 4  # bf16 weights, fp32 gradients (grad_reduce_in_fp32)
+    if cfg.dtype.name == "fp32":
+        whole, main = 4 + 4, 8  # fp32 weights are the main weights: AdamW's two moments only
+    else:
+        main = 12  # fp32 main weights + AdamW's two moments
+    shards = layout.dp * layout.cp if cfg.backend.use_distributed_optimizer else 1
+    return whole + main / shards
+
+
+def activations_per_token(cfg: DictConfig, layout: Layout) -> tuple[float, float]:
+    """Elements kept per token (a) for each layer until its backward, (b) once, for the one
+    layer being recomputed (full checkpointing). No checkpointing keeps both norms' inputs and
+    outputs, q, k, v, the attention output, and the FFN's four inner tensors; selective (native)
+    keeps every matmul's and attention's output; full keeps the block's input."""
+    model, tp = cfg.model, layout.tp
+    kv_dim = model.n_kv_heads * model.dim // model.n_heads
+    seq_split = tp if layout.sequence_parallel else 1
+    everything = 4 * model.dim / seq_split + (2 * model.dim + 2 * kv_dim + 4 * model.ffn_dim) / tp
+    block_input = model.dim / seq_split
+    mode = cfg.backend.activation_checkpointing
+    if mode == "full":
+        return block_input, everything
+    if mode == "selective" and cfg.backend.name != "megatron":  # Megatron's: core attention
+        return block_input + (4 * model.dim + 2 * kv_dim + 2 * model.ffn_dim) / tp, 0.0
+    return everything, 0.0
 
 
 def step_time_at_mfu(flops_per_step: float, world: int, peak: metrics.Peak | None) -> dict:
