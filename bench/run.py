@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipes import metrics
+from recipes.config import compose
 from recipes.launch import ALLOC_CONF, ALLOC_VARS
 from recipes.metrics import Peak
 from recipes.results.summary import RunShape
@@ -293,23 +294,6 @@ def format_block(rec: dict) -> str:
 
 
 # -- how many layers fit ------------------------------------------------------------------------
-def compose(overrides: list[str]):
-    """The composed config of ``overrides``, exactly as ``recipes-train`` composes it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from recipes.config import conf_dir, register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-            return hydra_compose(config_name="train", overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def planned_gib(proxy: Proxy) -> float:
     """Predicted peak memory of one GPU for ``proxy`` from the dry-run plan, in GiB."""
     from recipes.config import resolve_auto, validate

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from recipes.config import conf_dir, register_configs
+from recipes.config import compose as compose_overrides
 
 
 def compose(*overrides: str):
     """The composed DictConfig for ``overrides`` (a fresh Hydra each call)."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-            return hydra_compose(config_name="train", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_overrides(list(overrides))
 
 
 @pytest.fixture(scope="session")

@@ -317,6 +317,22 @@ def workloads_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "recipes"
 
 
+def compose(overrides: list[str]) -> DictConfig:
+    """The config ``recipes-train`` composes from ``overrides`` (Hydra's compose API, a fresh
+    Hydra each call); Hydra's refusals raise as Hydra raises them."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            return hydra_compose(config_name="train", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def to_container(cfg: DictConfig) -> dict:
     """Resolved plain-dict view of a config, for YAML/JSON output."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

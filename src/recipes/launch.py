@@ -454,6 +454,10 @@ def torch_env_from_slurm(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def torchrun_launch(decided: Plan) -> bool:
+    return not decided.job.slurm and "torch.distributed.run" in decided.command
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -462,6 +466,13 @@ def main(argv: list[str] | None = None) -> int:
             os.execv(sys.executable, [sys.executable, "-m", "recipes.train", *argv[1:]])
         extra = argv[1:] if argv[:1] == ["--"] else argv
         decided = plan(os.environ, extra)
+        if torchrun_launch(decided):  # torchrun exits 1 when its ranks refuse the config
+            from recipes.train import check_command_line
+
+            check_command_line(
+                decided.command[decided.command.index("recipes.train") + 1 :],
+                decided.job.total_gpus,
+            )
     except (ConfigError, subprocess.CalledProcessError) as err:
         print(f"launch.sh: {err}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from recipes.callbacks.benchmark import BenchmarkCallback
 from recipes.callbacks.garbage import GarbageCollection
 from recipes.callbacks.loggers import check_logger
 from recipes.checkpoint import SIGNAL_STOP, CheckpointCallback, check_resume, check_schedule
-from recipes.config import conf_dir, register_configs, resolve_auto, validate
+from recipes.config import compose, conf_dir, register_configs, resolve_auto, validate
 from recipes.data import TokenDataModule
 from recipes.errors import ConfigError, error_message
 from recipes.plan.layout import Layout
@@ -71,12 +71,14 @@ def run_shape(cfg: DictConfig, layout: Layout) -> RunShape:
     )
 
 
-def check_and_plan(cfg: DictConfig) -> tuple[Layout, Backend, Path | None]:
+def check_and_plan(
+    cfg: DictConfig, launched: int | None = None
+) -> tuple[Layout, Backend, Path | None]:
     """All validation, before any process group or GPU is touched; the layout, the backend and
-    the checkpoint to resume from."""
+    the checkpoint to resume from. ``launched``: the world size (default: this process's)."""
     resolve_auto(cfg, cuda_available=torch.cuda.is_available())
     check_output_dir(cfg.output_dir)
-    launched = distributed.world_size()
+    launched = launched or distributed.world_size()
     planned = cfg.cluster.num_gpus
     if planned is not None and not cfg.dry_run and planned != launched:
         raise ConfigError(
@@ -89,6 +91,20 @@ def check_and_plan(cfg: DictConfig) -> tuple[Layout, Backend, Path | None]:
     check_schedule(cfg)
     check_logger(cfg)
     return layout, backend, check_resume(cfg)
+
+
+def check_command_line(overrides: list[str], world_size: int) -> None:
+    """Raise the ConfigError every rank of a ``world_size``-process launch would raise, once, in
+    the launcher (whose exit code is then 2, where torchrun's would be 1); Hydra's refusals of
+    the command line become ConfigErrors too."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = compose(overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"{type(err).__name__}: {err}") from None
+    check_and_plan(cfg, world_size)
 
 
 def run(cfg: DictConfig) -> dict | None:

@@ -60,3 +60,21 @@ def test_runs_the_debug_model_on_this_machine(tmp_path):
     # The rank ran with launch.sh's allocator setting, and its manifest says so.
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["env"]["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("parallelism.tp=4", "dp_replicate*tp*pp*cp=4 does not divide the world size 2"),
+        ("trainer.maxsteps=3", "trainer.maxsteps"),  # refused by Hydra itself
+    ],
+)
+def test_a_bad_config_for_local_ranks_exits_2_before_torchrun(tmp_path, override, message):
+    """Each torchrun rank would refuse it with exit code 2, and torchrun would exit 1: the
+    launcher checks the configuration once, for the world size it is about to start."""
+    env = {"DTYPE": "bf16", "MODEL_SIZE": "debug", "NGPU": "2"}
+    proc = launch(env, "--", override, f"output_dir={tmp_path}/out")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert "torch.distributed" not in proc.stderr and "ChildFailedError" not in proc.stderr
+    assert not (tmp_path / "out").exists()
