@@ -388,7 +388,8 @@ def resolve_auto(cfg: DictConfig, *, cuda_available: bool) -> None:
     if cfg.cluster.accelerator == "gpu" and not cuda_available:
         raise ConfigError(
             "cluster.accelerator='gpu' but torch sees no GPU on this machine; "
-            "use cluster.accelerator=cpu (or auto) or run where a GPU is visible"
+            "use cluster.accelerator=cpu (or auto), run where a GPU is visible, or, for a dry "
+            "run, name the GPU to plan for with cluster.gpu_type"
         )
     if cfg.cluster.accelerator == "auto":
         cfg.cluster.accelerator = "gpu" if cuda_available else "cpu"

@@ -65,8 +65,9 @@ def resolve_layout(par: DictConfig, world_size: int) -> Layout:
         if world_size % fixed:
             raise ConfigError(
                 f"parallelism: dp_replicate*tp*pp*cp={fixed} does not divide the world size "
-                f"{world_size}; launch a multiple of {fixed} processes or choose degrees whose "
-                f"product divides {world_size}"
+                f"{world_size}; launch a multiple of {fixed} processes (a dry run: "
+                f"cluster.num_gpus={fixed * max(1, -(-world_size // fixed))}) or choose degrees "
+                f"whose product divides {world_size}"
             )
         dp_shard = world_size // fixed
     elif dp_shard < 1:
@@ -74,7 +75,8 @@ def resolve_layout(par: DictConfig, world_size: int) -> Layout:
     if fixed * dp_shard != world_size:
         raise ConfigError(
             f"parallelism: dp_replicate*dp_shard*tp*pp*cp={fixed * dp_shard} must equal the world "
-            f"size {world_size}; set parallelism.dp_shard=-1 or launch {fixed * dp_shard} processes"
+            f"size {world_size}; set parallelism.dp_shard=-1 or launch {fixed * dp_shard} "
+            f"processes (a dry run: cluster.num_gpus={fixed * dp_shard})"
         )
     if par.vp > 1 and par.pp == 1:
         raise ConfigError(
@@ -124,9 +126,14 @@ def check_fits_model(layout: Layout, cfg: DictConfig) -> None:
     stages = layout.pp * layout.vp
     if model.n_layers % stages:
         valid = [d for d in divisors(model.n_layers) if d % layout.pp == 0 and d > 1]
+        fix = (
+            f"use pp*vp in {_choices(valid)}"
+            if valid
+            else f"no vp fits pp={layout.pp}: use pp in {_choices(divisors(model.n_layers))}"
+        )
         raise ConfigError(
             f"parallelism.pp*vp={layout.pp}*{layout.vp}={stages} does not divide "
-            f"model.n_layers={model.n_layers}; use pp*vp in {_choices(valid or [1])}"
+            f"model.n_layers={model.n_layers}; {fix}"
         )
     if layout.cp > 1 and trainer.seq_len % (2 * layout.cp):
         raise ConfigError(
