@@ -299,6 +299,14 @@ def test_cli_local_multirun_sweep(tmp_path):
     assert valid == {1e30: False, 1e-3: True, 2e-3: True}
 
 
+def test_cli_multirun_checks_every_job_before_the_first_runs(tmp_path):
+    proc = cli("-m", "trainer.max_steps=3,0", f"output_dir={tmp_path}/out", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "configuration error: sweep job #1 of 2 (trainer.max_steps=0 output_dir=" in proc.stderr
+    assert "trainer.max_steps=0 must be >= 1" in proc.stderr and "no job has run" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_exit_code_says_whether_the_run_is_valid(tmp_path):
     """0 for a valid run, 1 for a run marked invalid (here a diverging loss), 143 when Slurm
     (or anyone) terminates it with SIGTERM, whose step the summary names."""
