@@ -404,11 +404,11 @@ MXFP8_GPUS = ("b200", "gb200")
 
 
 def check_fp8_hardware(cfg: DictConfig) -> None:
-    """FP8 only where the GPU has FP8 tensor cores: the GPU a dry run plans for (its peak table
-    row), or the GPU this process sees (compute capability 8.9 or newer)."""
+    """FP8 only where the GPU has FP8 tensor cores: the GPU a dry run plans for, or the GPU this
+    process sees (its peak table row; else NVIDIA's compute capability 8.9 or newer)."""
     import torch
 
-    from recipes.metrics import PEAK_TFLOPS
+    from recipes.metrics import PEAK_TFLOPS, device_key
 
     if cfg.dtype.name != "fp8" or cfg.cluster.accelerator != "gpu":
         return
@@ -425,12 +425,19 @@ def check_fp8_hardware(cfg: DictConfig) -> None:
             f"cluster.gpu_type={gpu} lacks; use one of {list(MXFP8_GPUS)}, or dtype=fp8 "
             "(tensorwise) / dtype=fp8_delayed"
         )
-    if gpu is None and torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 9):
-        name = torch.cuda.get_device_name()
+    if gpu is not None or not torch.cuda.is_available():
+        return
+    name = torch.cuda.get_device_name()
+    key = device_key(name)
+    if key is not None:
+        no_fp8 = key not in fp8_gpus
+    else:  # not in the peak table: NVIDIA's compute capability says (ROCm's does not)
+        no_fp8 = torch.version.hip is None and torch.cuda.get_device_capability() < (8, 9)
+    if no_fp8:
         raise ConfigError(
-            f"dtype=fp8 but this GPU ({name}, compute capability "
-            f"{'.'.join(map(str, torch.cuda.get_device_capability()))}) has no FP8 tensor cores "
-            "(8.9 or newer: Ada, Hopper, Blackwell); use dtype=bf16"
+            f"dtype=fp8 but this GPU ({name}) has no FP8 tensor cores (NVIDIA: compute "
+            "capability 8.9 or newer, Ada, Hopper, Blackwell; AMD: MI300 or newer); use "
+            "dtype=bf16"
         )
 
 

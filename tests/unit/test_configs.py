@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
@@ -166,6 +167,27 @@ def test_bad_relations_name_field_value_rule_and_fix(compose_cfg, overrides, wor
     with pytest.raises(ConfigError, match=message):
         resolve_auto(cfg, cuda_available=False)
         validate(cfg, world_size=world)
+
+
+@pytest.mark.parametrize(
+    "name, capability, refused",
+    [
+        ("NVIDIA A100-SXM4-80GB", (8, 0), True),  # in the peak table, without FP8
+        ("NVIDIA H100 80GB HBM3", (9, 0), False),
+        ("NVIDIA GeForce RTX 3090", (8, 6), True),  # not in the table: compute capability
+        ("NVIDIA L40S", (8, 9), False),
+    ],
+)
+def test_fp8_on_the_gpu_this_process_sees(compose_cfg, monkeypatch, name, capability, refused):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    cfg = compose_cfg("dtype=fp8")
+    if refused:
+        with pytest.raises(ConfigError, match=rf"dtype=fp8 but this GPU \({name}\) has no FP8"):
+            resolve_auto(cfg, cuda_available=True)
+    else:
+        resolve_auto(cfg, cuda_available=True)
 
 
 def test_gpu_requested_without_gpu_fails(compose_cfg):
