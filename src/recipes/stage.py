@@ -37,6 +37,8 @@ from recipes import __version__
 DEFAULT_IMAGE = "nvcr.io/nvidia/nemo:25.04"
 """Pinned NeMo container (PyTorch, Transformer Engine, Megatron-core, NCCL for H100/B200)."""
 DEFAULT_TOKENIZER_REPO = "meta-llama/Llama-3.1-8B"
+REPO_ID = re.compile(r"(?!.*\.\.)[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+"""A Hub repo id: ``<org>/<name>`` (the tokenizer is staged at tokenizer/<org>/<name>)."""
 """Llama 3.1 8B, 70B and 405B share this tokenizer."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 CONTAINERS = ("enroot", "none")
@@ -109,6 +111,13 @@ class StageSettings:
                 "STAGE_PATH is required: a folder on a file system every node sees "
                 "(e.g. STAGE_PATH=/lustre/$USER/recipes)"
             )
+        where = Path(stage_path).expanduser().absolute()
+        blocking = next((p for p in (where, *where.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise StageError(
+                f"STAGE_PATH={stage_path!r} is not a folder ({blocking} is a file); name a "
+                "folder (new or existing) on a file system every node sees"
+            )
         container = env.get("CONTAINER", "enroot").strip() or "enroot"
         if container not in CONTAINERS:
             raise StageError(
@@ -116,6 +125,12 @@ class StageSettings:
                 "(enroot: a squashfs of CONTAINER_IMAGE for pyxis; none: a venv)"
             )
         tokenizer = env.get("TOKENIZER_REPO", DEFAULT_TOKENIZER_REPO).strip()
+        if tokenizer not in ("", "none") and not REPO_ID.fullmatch(tokenizer):
+            raise StageError(
+                f"TOKENIZER_REPO={tokenizer!r} is not a Hugging Face repo id (<org>/<name>, "
+                f"letters, digits, '.', '_', '-', no '..'); e.g. TOKENIZER_REPO="
+                f"{DEFAULT_TOKENIZER_REPO}, or none to skip the tokenizer"
+            )
         return cls(
             stage_path=Path(stage_path).expanduser().absolute(),
             container=container,
@@ -123,7 +138,7 @@ class StageSettings:
             torch_spec=env.get("TORCH_SPEC", "").strip() or "torch",
             torch_index_url=env.get("TORCH_INDEX_URL") or None,
             venv_system_site_packages=_flag(env, "VENV_SYSTEM_SITE_PACKAGES"),
-            hf_token=env.get("HF_TOKEN") or None,
+            hf_token=env.get("HF_TOKEN", "").strip() or None,  # a pasted token's newline
             hf_endpoint=env.get("HF_ENDPOINT") or None,
             tokenizer_repo=None if tokenizer in ("", "none") else tokenizer,
             tokenizer_revision=env.get("TOKENIZER_REVISION") or None,
@@ -403,8 +418,26 @@ class Stager:
         self.clear_leftovers()
         # stage.json names each piece once it is in place and says complete only at the end: a
         # rerun after an interruption reuses what is done, and launch.sh refuses an incomplete one.
+        # A complete stage stays complete (and usable) until a rerun starts replacing a piece:
+        # a rerun that fails before that (a wrong image tag, the Hub unreachable) changes nothing.
+        if not self.record.get("complete"):
+            self.save(complete=False)
+        code = self.stage_code()
+        self.save(code=code, git_sha=code["git_sha"], git_dirty=code["git_dirty"])
+        if self.s.container == "none":
+            venv = self.stage_venv()
+            self.save(runtime="venv", venv=venv, container=None, image=None, digest=None)
+        else:
+            container = self.stage_container()
+            image, digest = container["image"], container["digest"]
+            self.save(
+                runtime="container", container=container, venv=None, image=image, digest=digest
+            )
+        self.save(versions=(self.record["container"] or self.record["venv"])["versions"])
+        tokenizer = self.stage_tokenizer() if self.s.tokenizer_repo else None
         self.save(
-            complete=False,
+            tokenizer=tokenizer,
+            complete=True,
             recipes_version=__version__,
             stage_path=str(self.root),
             staged_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -420,20 +453,6 @@ class Stager:
                 "mksquashfs": tool_version(["mksquashfs", "-version"]),
             },
         )
-        code = self.stage_code()
-        self.save(code=code, git_sha=code["git_sha"], git_dirty=code["git_dirty"])
-        if self.s.container == "none":
-            venv = self.stage_venv()
-            self.save(runtime="venv", venv=venv, container=None, image=None, digest=None)
-        else:
-            container = self.stage_container()
-            image, digest = container["image"], container["digest"]
-            self.save(
-                runtime="container", container=container, venv=None, image=image, digest=digest
-            )
-        self.save(versions=(self.record["container"] or self.record["venv"])["versions"])
-        tokenizer = self.stage_tokenizer() if self.s.tokenizer_repo else None
-        self.save(tokenizer=tokenizer, complete=True)
         return self.record
 
     def save(self, **fields) -> None:
@@ -451,8 +470,14 @@ class Stager:
     def tmp_path(self, final: Path) -> Path:
         return final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}")
 
+    def changing(self) -> None:
+        """A piece is about to change in place: the stage is incomplete until the run ends."""
+        if self.record.get("complete"):
+            self.save(complete=False)
+
     def commit(self, tmp: Path, final: Path) -> None:
         """Move a completed piece into place (replacing an older one) in one rename."""
+        self.changing()
         if final.exists():
             old = final.with_name(f"{TMP_PREFIX}old-{final.name}.{os.getpid()}")
             os.replace(final, old)
@@ -506,9 +531,11 @@ class Stager:
                 say(f"venv already staged at {venv}; reusing it")
                 return staged
             say(f"venv at {venv} holds other code; reinstalling the package only")
+            self.changing()
             marker.unlink()
             self._pip(code)
         else:
+            self.changing()
             if venv.exists():
                 why = "is incomplete (interrupted run)" if not staged else "was built differently"
                 say(f"venv at {venv} {why}; rebuilding it")
@@ -558,9 +585,8 @@ class Stager:
         if final.is_file() and reusable:
             say(f"container {final.name} already staged ({previous.get('digest')}); reusing it")
             return previous
-        if final.exists():
+        if final.exists():  # replaced only once the new one is built
             say(f"{final.name} exists but no stage.json vouches for it; importing it again")
-            remove(final)
         tmp = self.tmp_path(final)
         uri = enroot_uri(image)
         if shutil.which("enroot") and uri:
@@ -585,7 +611,7 @@ class Stager:
             "method": method,
             "versions": squashfs_versions(tmp),
         }
-        os.replace(tmp, final)
+        self.commit(tmp, final)
         say(f"staged container {final}")
         return info
 
@@ -632,13 +658,11 @@ class Stager:
         if final.is_dir() and previous.get("repo") == repo and previous.get("path") == str(final):
             say(f"tokenizer {repo} already staged ({previous.get('revision')}); reusing it")
             return previous
-        if final.exists():
-            remove(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp_path(final)
         say(f"downloading the {repo} tokenizer through huggingface_hub")
         revision = self.download_tokenizer(tmp)
-        os.replace(tmp, final)
+        self.commit(tmp, final)  # an older copy is replaced only once the new one is here
         say(f"staged tokenizer at {final}")
         return {"repo": repo, "revision": revision, "path": str(final)}
 
@@ -721,6 +745,15 @@ def download_tokenizer(
         ) from err
     except HfHubHTTPError as err:
         raise StageError(f"downloading the tokenizer from {page} failed: {err}") from err
+    except Exception as err:  # unreachable, offline, a bad URL: huggingface_hub's HTTP client's
+        transport = type(err).__module__.split(".")[0] in ("httpx", "httpx2")  # (by version)
+        if not (transport or isinstance(err, (OSError, ValueError))):
+            raise
+        raise StageError(
+            f"the Hub at {page} could not be reached ({type(err).__name__}: {err}); check "
+            "HF_ENDPOINT and the network (a login node may be offline: run setup.sh where the "
+            "Hub is reachable), or set TOKENIZER_REPO=none to skip the tokenizer"
+        ) from err
     if not (dest / "tokenizer.json").is_file():
         raise StageError(f"{repo} at {info.sha} has no tokenizer.json; set TOKENIZER_REPO")
     remove(dest / ".cache")  # huggingface_hub's download bookkeeping

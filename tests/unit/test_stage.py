@@ -49,11 +49,25 @@ def test_stage_path_is_required():
         ({"CONTAINER": "docker"}, "CONTAINER='docker' must be one of: enroot none"),
         ({"SLURM_GPUS_PER_NODE": "eight"}, "SLURM_GPUS_PER_NODE='eight' must be a positive"),
         ({"VENV_SYSTEM_SITE_PACKAGES": "sure"}, "VENV_SYSTEM_SITE_PACKAGES='sure' must be 1"),
+        # The tokenizer is staged at tokenizer/<repo>: a path that leaves it is refused.
+        ({"TOKENIZER_REPO": "../.."}, "TOKENIZER_REPO='../..' is not a Hugging Face repo id"),
+        ({"TOKENIZER_REPO": "meta-llama"}, "TOKENIZER_REPO='meta-llama' is not a Hugging Face"),
+        ({"TOKENIZER_REPO": "a/../b"}, "TOKENIZER_REPO='a/../b' is not a Hugging Face repo id"),
     ],
 )
 def test_bad_settings_name_the_valid_values(tmp_path, env, message):
     with pytest.raises(StageError, match=message):
         StageSettings.from_env({"STAGE_PATH": str(tmp_path), **env})
+
+
+def test_stage_path_must_be_a_folder_and_a_pasted_token_loses_its_newline(tmp_path):
+    (tmp_path / "a_file").write_text("kept")
+    for path in (tmp_path / "a_file", tmp_path / "a_file" / "sub"):
+        with pytest.raises(StageError, match=r"is not a folder \(.*a_file is a file\)"):
+            StageSettings.from_env({"STAGE_PATH": str(path)})
+    assert (tmp_path / "a_file").read_text() == "kept"
+    settings = StageSettings.from_env({"STAGE_PATH": str(tmp_path), "HF_TOKEN": "hf_x\n"})
+    assert settings.hf_token == "hf_x"
 
 
 def test_defaults_pin_the_nemo_image_and_the_llama_tokenizer(tmp_path):
@@ -189,6 +203,31 @@ def test_oci_image_becomes_an_enroot_squashfs_and_a_rerun_reuses_it(tmp_path, oc
     assert "container oci-image+v1.sqsh already staged" in second.stdout
     assert "code already staged" in second.stdout
     assert sqsh.stat().st_mtime_ns == mtime
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+@needs_tools
+def test_a_failed_rerun_keeps_the_staged_container_and_tokenizer_usable(tmp_path, oci_image):
+    """A rerun that cannot build its new image or reach the Hub replaces nothing: the squashfs
+    and the tokenizer already staged stay, and so does stage.json's complete."""
+    with FakeHub({REPO: Repo(LLAMA_TOKENIZER)}) as hub:
+        env = {"STAGE_PATH": str(tmp_path), "CONTAINER_IMAGE": oci_image, "HF_ENDPOINT": hub.url}
+        assert setup_sh(env).returncode == 0
+    sqsh, tokenizer = tmp_path / "oci-image+v1.sqsh", tmp_path / "tokenizer" / REPO
+    before = (sqsh.stat().st_size, sorted(p.name for p in tokenizer.iterdir()))
+    # The same squashfs name from an image that is not there (a typo of the path).
+    missing = f"oci:{tmp_path / 'nowhere' / 'oci-image'}:v1"
+    rerun = setup_sh({**env, "CONTAINER_IMAGE": missing})
+    assert rerun.returncode != 0 and "oci-image+v1.sqsh" in rerun.stdout
+    # The Hub unreachable (an offline login node) while the tokenizer needs downloading again.
+    record = json.loads((tmp_path / "stage.json").read_text())
+    record["tokenizer"]["path"] = "elsewhere"
+    (tmp_path / "stage.json").write_text(json.dumps(record))
+    offline = setup_sh({**env, "HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert offline.returncode == 2, offline.stderr
+    assert "could not be reached" in offline.stderr and "Traceback" not in offline.stderr
+    assert (sqsh.stat().st_size, sorted(p.name for p in tokenizer.iterdir())) == before
+    assert json.loads((tmp_path / "stage.json").read_text())["complete"] is True
     assert not list(tmp_path.glob(".tmp-*"))
 
 
