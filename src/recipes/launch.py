@@ -94,11 +94,20 @@ class Settings:
                 "(nccl, gloo, mpi, ucc, or e.g. cpu:gloo,cuda:nccl)"
             )
         stage = env.get("STAGE_PATH", "").strip()
+        gsw = env.get("GSW_VERSION", "").strip() or None
+        if gsw is not None and ("/" in gsw or gsw in (".", "..")):
+            raise LaunchError(
+                f"GSW_VERSION={gsw!r} must be one folder name (no '/', not . or ..): results go "
+                "to $STAGE_PATH/results/$GSW_VERSION/...; e.g. GSW_VERSION=25.04"
+            )
+        port = _positive(env, "MASTER_PORT")
+        if port is not None and port > 65535:
+            raise LaunchError(f"MASTER_PORT={port} must be a TCP port, 1 to 65535; e.g. 29500")
         return cls(
             dtype=dtype,
             model_size=size,
             stage_path=Path(stage).expanduser().absolute() if stage else None,
-            gsw_version=env.get("GSW_VERSION", "").strip() or None,
+            gsw_version=gsw,
             ngpu=_positive(env, "NGPU"),
             gpus_per_node=_positive(env, "GPUS_PER_NODE"),
             comm_backend=comm,
@@ -108,7 +117,7 @@ class Settings:
             backend=env.get("BACKEND", "").strip() or None,
             gpu_type=env.get("GPU_TYPE", "").strip() or None,
             container_mounts=env.get("CONTAINER_MOUNTS", "").strip() or None,
-            master_port=_positive(env, "MASTER_PORT"),
+            master_port=port,
         )
 
 
@@ -171,7 +180,16 @@ def hostnames(nodelist: str) -> list[str]:
 
 
 def gpus_per_node(env: Mapping[str, str], settings: Settings, stage: dict | None) -> int:
-    """GPUS_PER_NODE, else what Slurm allocated, else stage.json's, else 8."""
+    """GPUS_PER_NODE (at most what Slurm allocated, but for a dry run), else what Slurm
+    allocated, else stage.json's, else 8."""
+    allocated = env.get("SLURM_GPUS_ON_NODE", "").strip()
+    wanted = settings.gpus_per_node
+    if wanted and allocated.isdigit() and wanted > int(allocated) and not settings.dry_run:
+        raise LaunchError(
+            f"GPUS_PER_NODE={settings.gpus_per_node} is more than the {allocated} GPUs Slurm "
+            f"allocated per node (SLURM_GPUS_ON_NODE); use GPUS_PER_NODE<={allocated}, or "
+            f"submit with --gres=gpu:{settings.gpus_per_node} (a dry run may plan for more)"
+        )
     if settings.gpus_per_node:
         return settings.gpus_per_node
     for name in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE"):

@@ -74,6 +74,8 @@ def stage(tmp_path):
         ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "DRY_RUN": "maybe"}, "DRY_RUN='maybe' must be 1"),
         ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "COMM_BACKEND": "nc cl"}, "COMM_BACKEND='nc cl'"),
         ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "GPUS_PER_NODE": "-8"}, "GPUS_PER_NODE='-8'"),
+        ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "GSW_VERSION": "../x"}, "GSW_VERSION='../x' must"),
+        ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "MASTER_PORT": "99999"}, "MASTER_PORT=99999 must"),
     ],
 )
 def test_bad_environment_is_refused_with_the_valid_values(env, message):
@@ -267,7 +269,9 @@ def test_slurm_without_a_stage_says_to_run_setup(tmp_path):
         ({"SLURM_GPUS_PER_NODE": "null"}, 4, 4),
         ({"SLURM_GPUS_PER_NODE": "h100:8"}, 4, 8),
         ({"SLURM_GPUS_ON_NODE": "2"}, 4, 2),  # what Slurm allocated
-        ({"SLURM_GPUS_ON_NODE": "2", "GPUS_PER_NODE": "4"}, None, 4),  # the user's word wins
+        ({"SLURM_GPUS_ON_NODE": "4", "GPUS_PER_NODE": "2"}, None, 2),  # fewer ranks than GPUs
+        # A dry run plans for the GPUs the user names, whatever this allocation holds.
+        ({"SLURM_GPUS_ON_NODE": "2", "GPUS_PER_NODE": "4", "DRY_RUN": "1"}, None, 4),
     ],
 )
 def test_gpus_per_node_and_job_total_gpus(stage, extra, staged, expected):
@@ -277,6 +281,13 @@ def test_gpus_per_node_and_job_total_gpus(stage, extra, staged, expected):
     assert decided.job.gpus_per_node == expected
     assert decided.job.total_gpus == 2 * expected
     assert decided.results.name == str(2 * expected)
+
+
+def test_more_ranks_per_node_than_allocated_gpus_is_refused(stage):
+    env = slurm_env(2, DTYPE="bf16", MODEL_SIZE="debug", STAGE_PATH=str(stage("venv")))
+    env |= {"SLURM_GPUS_ON_NODE": "2", "GPUS_PER_NODE": "4"}
+    with pytest.raises(LaunchError, match=r"GPUS_PER_NODE=4 is more than the 2 GPUs Slurm"):
+        plan(env, [], expand=nodes(2))
 
 
 def test_dry_run_on_slurm_is_one_task(stage):
