@@ -450,12 +450,15 @@ def check_comm_backend(cfg: DictConfig) -> None:
     if name is None:
         return
     known = [b for b in dist.Backend.backend_list if b != "undefined"]
-    if name not in known:
+    # One backend, or one per device type as torch takes them: cpu:gloo,cuda:nccl.
+    backends = [part.split(":")[-1] for part in name.split(",")]
+    if not all(backends) or any(b not in known for b in backends):
         raise ConfigError(
-            f"cluster.comm_backend={name!r} is not a torch.distributed backend ({known}); use "
-            "nccl on NVIDIA GPUs, gloo on CPU, or null for the accelerator's default"
+            f"cluster.comm_backend={name!r} is not a torch.distributed backend ({known}, or one "
+            "per device type, e.g. cpu:gloo,cuda:nccl); use nccl on NVIDIA GPUs, gloo on CPU, "
+            "or null for the accelerator's default"
         )
-    if cfg.dry_run:
+    if cfg.dry_run or len(backends) > 1:
         return
     if not dist.is_backend_available(name):
         raise ConfigError(

@@ -239,6 +239,14 @@ def results_dir(settings: Settings, stage: dict | None, total_gpus: int) -> Path
     return root / version / settings.dtype / settings.model_size / str(total_gpus)
 
 
+def hydra_value(text: str) -> str:
+    """``text`` as one Hydra override value: as it is where Hydra's grammar reads it whole, else
+    single-quoted (a path with a comma, '=', brackets or quotes; ``cpu:gloo,cuda:nccl``)."""
+    if re.fullmatch(r"[\w./:+@%-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def train_overrides(
     settings: Settings,
     scale: scales.Scale,
@@ -248,11 +256,11 @@ def train_overrides(
     stage: dict | None = None,
 ) -> list[str]:
     """The Hydra overrides of recipes-train: the scale's, the knobs', then the user's."""
-    overrides = [*scale.overrides(), f"output_dir={out}"]
+    overrides = [*scale.overrides(), f"output_dir={hydra_value(str(out))}"]
     tokenizer = ((stage or {}).get("tokenizer") or {}).get("path")
     if tokenizer:
         # What data=c4 / data=hf tokenize with (synthetic data reads no tokenizer).
-        overrides.append(f"data.tokenizer={tokenizer}")
+        overrides.append(f"data.tokenizer={hydra_value(tokenizer)}")
     if job.slurm:
         # cluster=slurm also picks the submitit launcher for sweeps; these ranks are already a
         # job, so the plain launcher (and no submitit plugin needed in the container).
@@ -260,7 +268,7 @@ def train_overrides(
     if settings.backend:
         overrides.append(f"backend={settings.backend}")
     if settings.comm_backend:
-        overrides.append(f"cluster.comm_backend={settings.comm_backend}")
+        overrides.append(f"cluster.comm_backend={hydra_value(settings.comm_backend)}")
     if settings.log_ranks_set:
         ranks = settings.log_ranks
         listed = "null" if ranks is None else "[" + ",".join(map(str, ranks)) + "]"

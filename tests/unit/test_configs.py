@@ -147,6 +147,7 @@ def test_unknown_group_option_fails(compose_cfg):
         (["cluster.num_gpus=0", "dry_run=true"], 1, r"cluster.num_gpus=0 must be >= 1"),
         (["cluster.peak_tflops=0"], 1, r"cluster.peak_tflops=0.0 must be > 0"),
         (["cluster.comm_backend=foo"], 1, r"comm_backend='foo' is not a torch.distributed"),
+        (["cluster.comm_backend='cpu:gloo,cuda:foo'"], 1, r"'cpu:gloo,cuda:foo' is not a torch"),
         (["cluster.comm_backend=nccl"], 1, r"comm_backend='nccl' (is not built|needs GPUs)"),
         (["run_name=a/b"], 1, r"run_name='a/b' must be a non-empty name without '/'"),
         # FP8 only where the planned GPU has FP8 (MXFP8: Blackwell) tensor cores.

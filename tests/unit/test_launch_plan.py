@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from recipes import launch
+from recipes.config import compose
 from recipes.errors import ConfigError
-from recipes.launch import LaunchError, Settings, plan, torch_env_from_slurm
+from recipes.launch import LaunchError, Settings, hydra_value, plan, torch_env_from_slurm
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -410,3 +411,11 @@ def test_launch_module_needs_only_the_standard_library():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert launch.DEFAULT_GPUS_PER_NODE == 8
+
+
+@pytest.mark.parametrize("text", ["/stage/a,b/results", "/stage/it's=[1] x", "cpu:gloo,cuda:nccl"])
+def test_environment_values_reach_hydra_whole(text):
+    """STAGE_PATH (and so output_dir and data.tokenizer) or COMM_BACKEND may hold characters
+    Hydra's override grammar reads otherwise: the launcher quotes them."""
+    cfg = compose([f"output_dir={hydra_value(text)}"])
+    assert cfg.output_dir == text
