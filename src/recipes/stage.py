@@ -770,8 +770,11 @@ def next_step(record: dict) -> str:
         opts.append(f"-p {slurm['partition']}")
     if slurm.get("gpus_per_node"):
         opts.append(f"--gres=gpu:{slurm['gpus_per_node']}")
-    launch = Path(record["code"]["path"]) / "launch.sh"
-    return " ".join(["DTYPE=fp8 MODEL_SIZE=405b sbatch", *opts, "-N 72", str(launch)])
+    # Seed 003's 405B benchmark runs on 576 GPUs: 72 nodes of 8, or as many nodes as that takes.
+    per_node = slurm.get("gpus_per_node") or 8
+    nodes = 576 // per_node if 576 % per_node == 0 else 72
+    launch = shlex.quote(str(Path(record["code"]["path"]) / "launch.sh"))
+    return " ".join(["DTYPE=fp8 MODEL_SIZE=405b sbatch", *opts, f"-N {nodes}", launch])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,20 @@ def test_stage_path_must_be_a_folder_and_a_pasted_token_loses_its_newline(tmp_pa
     assert settings.hf_token == "hf_x"
 
 
+@pytest.mark.parametrize(
+    "gpus_per_node, command",
+    [
+        (None, "sbatch -N 72 /s/code/launch.sh"),
+        (2, "sbatch --gres=gpu:2 -N 288 /s/code/launch.sh"),  # still 576 GPUs
+    ],
+)
+def test_the_suggested_launch_runs_the_576_gpu_benchmark(gpus_per_node, command):
+    record = {"slurm": {"gpus_per_node": gpus_per_node}, "code": {"path": "/s/code"}}
+    assert stage.next_step(record) == f"DTYPE=fp8 MODEL_SIZE=405b {command}"
+    record["code"]["path"] = "/my stage/code"
+    assert stage.next_step(record).endswith(" '/my stage/code/launch.sh'")
+
+
 def test_defaults_pin_the_nemo_image_and_the_llama_tokenizer(tmp_path):
     s = StageSettings.from_env({"STAGE_PATH": str(tmp_path), "SLURM_GPUS_PER_NODE": "null"})
     assert (s.container, s.image, s.tokenizer_repo) == ("enroot", "nvcr.io/nvidia/nemo:25.04", REPO)
