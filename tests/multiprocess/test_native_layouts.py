@@ -103,6 +103,7 @@ def test_torchrun_runs_the_console_script(tmp_path):
         script,
         "trainer.max_steps=2",
         "trainer.timing_warmup_steps=1",
+        "log_ranks=[1]",  # LOG_RANK=1: that rank's console shows its step lines
         f"output_dir={tmp_path}",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -111,3 +112,6 @@ def test_torchrun_runs_the_console_script(tmp_path):
     (run_dir,) = tmp_path.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["valid"] and summary["num_gpus"] == 2
+    assert "[rank1] recipes - step:    2  loss:" in proc.stdout
+    assert "[rank0]" not in proc.stdout
+    assert "step:    2" in (run_dir / "train.log").read_text()  # rank 0's, in the run folder

@@ -145,8 +145,10 @@ class BenchmarkCallback(L.Callback):
                 f.write(json.dumps(record) + "\n")
             if self.tracker is not None:
                 self.tracker.log_metrics(numeric(record), step=record["step"])
-            if record["step"] % self.cfg.trainer.log_every_n_steps == 0 or not is_finite(loss):
-                log.info(format_line(record))
+        # Every rank logs its line (its own step time and memory); the console shows the ranks
+        # in log_ranks (LOG_RANK), the run folder's train.log rank 0's.
+        if record["step"] % self.cfg.trainer.log_every_n_steps == 0 or not is_finite(loss):
+            log.info(format_line(record))
         if not is_finite(loss, grad_norm):
             bad = ", ".join(
                 f"{k}={record[k]}" for k in ("loss", "grad_norm") if not is_finite(record[k])
