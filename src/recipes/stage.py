@@ -37,9 +37,9 @@ from recipes import __version__
 DEFAULT_IMAGE = "nvcr.io/nvidia/nemo:25.04"
 """Pinned NeMo container (PyTorch, Transformer Engine, Megatron-core, NCCL for H100/B200)."""
 DEFAULT_TOKENIZER_REPO = "meta-llama/Llama-3.1-8B"
+"""Llama 3.1 8B, 70B and 405B share this tokenizer."""
 REPO_ID = re.compile(r"(?!.*\.\.)[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 """A Hub repo id: ``<org>/<name>`` (the tokenizer is staged at tokenizer/<org>/<name>)."""
-"""Llama 3.1 8B, 70B and 405B share this tokenizer."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 CONTAINERS = ("enroot", "none")
 CODE_ITEMS = (
