@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipes import __version__
+from recipes.results.run_dir import file_in_the_way
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/nemo:25.04"
 """Pinned NeMo container (PyTorch, Transformer Engine, Megatron-core, NCCL for H100/B200)."""
@@ -112,7 +113,7 @@ class StageSettings:
                 "(e.g. STAGE_PATH=/lustre/$USER/recipes)"
             )
         where = Path(stage_path).expanduser().absolute()
-        blocking = next((p for p in (where, *where.parents) if p.exists() and not p.is_dir()), None)
+        blocking = file_in_the_way(where)
         if blocking is not None:
             raise StageError(
                 f"STAGE_PATH={stage_path!r} is not a folder ({blocking} is a file); name a "

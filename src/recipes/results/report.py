@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from recipes import metrics
 from recipes.plan.layout import Layout, resolve_layout
 from recipes.results.baselines import Baseline, BaselineError, baseline_for, load_baselines
+from recipes.results.run_dir import file_in_the_way
 
 RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "plan.json")
 """A folder holding any of these is a run folder (one with plan.json and no summary: a dry run)."""
@@ -551,7 +552,7 @@ def _check_output(target: Path | None, option: str, run_dirs: list[Path]) -> Non
             f"{option} {str(target)!r} is a folder; {option} takes a file name: e.g. "
             f"{str(target / ('report.csv' if option == '--csv' else 'report.md'))!r}"
         )
-    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(target.parent)
     if blocking is not None:
         raise ReportError(
             f"{option} {str(target)!r} cannot be created: {str(blocking)!r} is a file, not a "

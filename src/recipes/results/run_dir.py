@@ -18,22 +18,29 @@ def is_run_dir(path: Path) -> bool:
     return all((path / name).is_file() for name in RUN_DIR_FILES)
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The file, ``path`` itself or one of its parents, that keeps ``path`` from being (or
+    becoming) a folder; None when there is none."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
 def check_output_dir(output_dir: str) -> None:
     """``output_dir`` must be (or become) a folder of run folders, not a file and not a folder
     inside a run folder (whose runs a report, which does not look into runs, would miss)."""
     root = Path(output_dir).expanduser().absolute()
-    for path in (root, *root.parents):
-        if path.exists() and not path.is_dir():
-            where = "is a file" if path == root else f"lies under {str(path)!r}, a file"
-            raise ConfigError(
-                f"output_dir={output_dir!r} {where}; output_dir must be a folder (each run "
-                "gets a new folder in it): name another path"
-            )
-        if path.is_dir() and is_run_dir(path):
-            raise ConfigError(
-                f"output_dir={output_dir!r} lies inside the run folder {str(path)!r}; runs go "
-                f"side by side in a results folder: use output_dir={str(path.parent)!r}"
-            )
+    blocking = file_in_the_way(root)
+    if blocking is not None:
+        where = "is a file" if blocking == root else f"lies under {str(blocking)!r}, a file"
+        raise ConfigError(
+            f"output_dir={output_dir!r} {where}; output_dir must be a folder (each run "
+            "gets a new folder in it): name another path"
+        )
+    run_dir = next((p for p in (root, *root.parents) if is_run_dir(p)), None)
+    if run_dir is not None:
+        raise ConfigError(
+            f"output_dir={output_dir!r} lies inside the run folder {str(run_dir)!r}; runs go "
+            f"side by side in a results folder: use output_dir={str(run_dir.parent)!r}"
+        )
 
 
 def create_run_dir(output_dir: str | Path, prefix: str) -> Path:
