@@ -198,9 +198,9 @@ class TransformerBlock(nn.Module):
         self.ffn_norm.reset_parameters()
 
 
+SIZES = ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size", "max_seq_len")
 MODEL_RULES = (
-    *((key, ">= 1", lambda v: v >= 1) for key in ("dim", "n_layers", "n_heads", "n_kv_heads")),
-    *((key, ">= 1", lambda v: v >= 1) for key in ("ffn_dim", "vocab_size", "max_seq_len")),
+    *((key, ">= 1", lambda v: v >= 1) for key in SIZES),
     ("norm_eps", "> 0", lambda v: v > 0),
     ("rope_theta", "> 0", lambda v: v > 0),
 )
