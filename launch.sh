@@ -8,7 +8,7 @@
 #   NGPU=4 bash launch.sh                   outside Slurm: 4 local ranks (torchrun)
 #   DRY_RUN=1 NGPU=576 bash launch.sh       validate and plan only, no GPU
 #   ... launch.sh -- trainer.max_steps=10   further Hydra overrides after --
-# Knobs (docs/slurm.md): STAGE_PATH, GSW_VERSION, NGPU, GPUS_PER_NODE, COMM_BACKEND, LOG_RANK,
+# Knobs (README, "launch.sh"): STAGE_PATH, GSW_VERSION, NGPU, GPUS_PER_NODE, COMM_BACKEND, LOG_RANK,
 # DRY_RUN, BACKEND, GPU_TYPE, CONTAINER_MOUNTS. The logic is src/recipes/launch.py.
 set -euo pipefail
 

@@ -3,7 +3,7 @@
 # this version, the tokenizer, and stage.json. A second run reuses what is staged.
 #   STAGE_PATH=/lustre/$USER/recipes HF_TOKEN=<token> ./setup.sh
 #   STAGE_PATH=... CONTAINER=none TORCH_SPEC=torch==2.13.0 ./setup.sh      # a venv, no container
-# Knobs (see docs/slurm.md): STAGE_PATH (required), CONTAINER=enroot|none, CONTAINER_IMAGE,
+# Knobs (README, "setup.sh"): STAGE_PATH (required), CONTAINER=enroot|none, CONTAINER_IMAGE,
 # SLURM_PARTITION, SLURM_ACCOUNT, SLURM_GPUS_PER_NODE, HF_TOKEN, TOKENIZER_REPO, TORCH_SPEC,
 # TORCH_INDEX_URL, VENV_SYSTEM_SITE_PACKAGES, PYTHON. The work is src/recipes/stage.py.
 set -euo pipefail

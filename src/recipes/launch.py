@@ -36,6 +36,7 @@ from pathlib import Path
 from recipes import __version__
 from recipes.errors import ConfigError
 from recipes.plan import scale as scales
+from recipes.stage import SLURM_GPU_COUNT, relocated
 
 DEFAULT_GPUS_PER_NODE = 8
 """GPUs per node when neither the environment, the scheduler nor stage.json says (DGX H100)."""
@@ -194,8 +195,8 @@ def gpus_per_node(env: Mapping[str, str], settings: Settings, stage: dict | None
         return settings.gpus_per_node
     for name in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE"):
         # SLURM_GPUS_PER_NODE may be "8", "h100:8", or setup.sh's "null".
-        if m := re.fullmatch(r"(?:[\w-]+:)?(\d+)", env.get(name, "").strip()):
-            return int(m.group(1))
+        if m := SLURM_GPU_COUNT.fullmatch(env.get(name, "").strip()):
+            return int(m.group(2))
     staged = ((stage or {}).get("slurm") or {}).get("gpus_per_node")
     return int(staged) if staged else DEFAULT_GPUS_PER_NODE
 
@@ -219,10 +220,11 @@ def job_from_env(
 
 
 def read_stage(stage_path: Path | None) -> dict | None:
+    """stage.json, its paths where the stage is now (it may have been moved since setup.sh)."""
     if stage_path is None:
         return None
     try:
-        return json.loads((stage_path / "stage.json").read_text())
+        return relocated(json.loads((stage_path / "stage.json").read_text()), stage_path)
     except (OSError, ValueError):
         return None
 
@@ -245,6 +247,22 @@ def hydra_value(text: str) -> str:
     if re.fullmatch(r"[\w./:+@%-]+", text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def check_extra(extra: list[str]) -> None:
+    """What follows ``--`` is Hydra overrides for one run (key=value, +key=value, ~key)."""
+    for arg in extra:
+        if arg.startswith("-"):
+            raise LaunchError(
+                f"{arg!r} after -- is a flag, but launch.sh passes only overrides (key=value) to "
+                "one run; a sweep is `recipes-train -m key=a,b` (on Slurm: add cluster=slurm), "
+                "and --cfg/--info go to recipes-train directly"
+            )
+        if "=" not in arg and not arg.startswith("~"):
+            raise LaunchError(
+                f"{arg!r} after -- is not a Hydra override: write key=value "
+                "(e.g. trainer.max_steps=10), +key=value to add a key, ~key to delete one"
+            )
 
 
 def train_overrides(
@@ -417,6 +435,7 @@ class Plan:
     results: Path
     job: Job
     scale: scales.Scale
+    overrides: list[str]  # recipes-train's, on every rank
 
 
 def plan(
@@ -427,6 +446,7 @@ def plan(
 ) -> Plan:
     """Check the environment and decide the command; raises LaunchError on any bad setting."""
     settings = Settings.from_env(env)
+    check_extra(extra)
     stage = read_stage(settings.stage_path)
     if stage is not None and not stage.get("complete"):
         raise LaunchError(
@@ -459,7 +479,7 @@ def plan(
     port = master_port(env, settings)
     env_out = launch_env(job, stage, scale, port, gsw_version(settings, stage))
     env_out |= allocator_env(env)
-    return Plan(command, env_out, lines, out, job, scale)
+    return Plan(command, env_out, lines, out, job, scale, overrides)
 
 
 # -- entry points ----------------------------------------------------------------------------
@@ -480,8 +500,15 @@ def torch_env_from_slurm(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def torchrun_launch(decided: Plan) -> bool:
-    return not decided.job.slurm and "torch.distributed.run" in decided.command
+def checks_first(decided: Plan) -> bool:
+    """Whether this launcher checks the configuration before its ranks start: for a local
+    torchrun (which would exit 1 after every rank refused it), and for Slurm ranks that run this
+    very Python (a venv stage), so a refused job exits 2 with the message in the job's output.
+    A container's Python is not this one: its ranks check as they start."""
+    if not decided.job.slurm:
+        return "torch.distributed.run" in decided.command
+    task = decided.command.index("--task")
+    return decided.command[task - 3] == sys.executable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -492,13 +519,10 @@ def main(argv: list[str] | None = None) -> int:
             os.execv(sys.executable, [sys.executable, "-m", "recipes.train", *argv[1:]])
         extra = argv[1:] if argv[:1] == ["--"] else argv
         decided = plan(os.environ, extra)
-        if torchrun_launch(decided):  # torchrun exits 1 when its ranks refuse the config
+        if checks_first(decided):
             from recipes.train import check_command_line
 
-            check_command_line(
-                decided.command[decided.command.index("recipes.train") + 1 :],
-                decided.job.total_gpus,
-            )
+            check_command_line(decided.overrides, decided.job.total_gpus)
     except (ConfigError, subprocess.CalledProcessError) as err:
         print(f"launch.sh: {err}", file=sys.stderr)
         return 2

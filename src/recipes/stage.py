@@ -103,6 +103,7 @@ class StageSettings:
     partition: str | None = None
     account: str | None = None
     gpus_per_node: int | None = None
+    gpu_gres_type: str | None = None  # "h100" in SLURM_GPUS_PER_NODE=h100:8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StageSettings:
@@ -145,7 +146,7 @@ class StageSettings:
             tokenizer_revision=env.get("TOKENIZER_REVISION") or None,
             partition=env.get("SLURM_PARTITION") or None,
             account=env.get("SLURM_ACCOUNT") or None,
-            gpus_per_node=_gpus_per_node(env.get("SLURM_GPUS_PER_NODE", "")),
+            **_gpus_per_node(env.get("SLURM_GPUS_PER_NODE", "")),
         )
 
 
@@ -158,16 +159,22 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise StageError(f"{name}={value!r} must be 1 or 0")
 
 
-def _gpus_per_node(value: str) -> int | None:
+SLURM_GPU_COUNT = re.compile(r"(?:([\w.-]+):)?(\d+)")
+"""Slurm's ``[type:]count`` form of SLURM_GPUS_PER_NODE ("8", "h100:8")."""
+
+
+def _gpus_per_node(value: str) -> dict:
+    """SLURM_GPUS_PER_NODE as Slurm writes it, ``[type:]count`` ("8", "h100:8"), or null."""
     value = value.strip()
     if value in ("", "null", "none"):
-        return None
-    if not value.isdigit() or int(value) < 1:
+        return {}
+    m = SLURM_GPU_COUNT.fullmatch(value)
+    if not m or int(m.group(2)) < 1:
         raise StageError(
-            f"SLURM_GPUS_PER_NODE={value!r} must be a positive number (usually 8) or null "
-            "(see https://slurm.schedmd.com/gres.html)"
+            f"SLURM_GPUS_PER_NODE={value!r} must be a positive number of GPUs, optionally with "
+            "their gres type (8, h100:8), or null (see https://slurm.schedmd.com/gres.html)"
         )
-    return int(value)
+    return {"gpu_gres_type": m.group(1), "gpus_per_node": int(m.group(2))}
 
 
 # -- container image references --------------------------------------------------------------
@@ -240,6 +247,24 @@ def write_json_atomic(path: Path, obj: object) -> None:
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def relocated(record: dict, root: Path) -> dict:
+    """stage.json's record with the paths under its stage_path moved to ``root``: a stage folder
+    moved or copied whole (mv, rsync to another cluster) is used where it is, not where it was
+    staged (the venv runs as ``venv/bin/python -m``, which a move leaves working)."""
+    old = record.get("stage_path")
+    if not old or old == str(root):
+        return record
+
+    def move(value):
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+            return str(root) + value[len(old) :]
+        return value
+
+    return move(record)
 
 
 def read_json(path: Path) -> dict | None:
@@ -411,7 +436,7 @@ class Stager:
         self.s = settings
         self.root = settings.stage_path
         self.source = source or source_root()
-        self.record: dict = read_json(self.root / "stage.json") or {}
+        self.record: dict = relocated(read_json(self.root / "stage.json") or {}, self.root)
 
     # ---- entry -------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -446,6 +471,7 @@ class Stager:
                 "partition": self.s.partition,
                 "account": self.s.account,
                 "gpus_per_node": self.s.gpus_per_node,
+                "gpu_gres_type": self.s.gpu_gres_type,
             },
             tools={
                 "enroot": tool_version(["enroot", "version"]),
@@ -497,7 +523,7 @@ class Stager:
         staged = read_json(final / "STAGED.json")
         if staged and staged.get("fingerprint") == digest:
             say(f"code already staged at {final} ({digest[:12]}); reusing it")
-            return staged
+            return {**staged, "path": str(final)}  # the stage may have moved since
         sha, dirty = git_state(self.source)
         tmp = self.tmp_path(final)
         for rel in files:
@@ -530,7 +556,7 @@ class Stager:
         if staged and {k: staged.get(k) for k in wanted} == wanted:
             if staged.get("code") == code_fp:
                 say(f"venv already staged at {venv}; reusing it")
-                return staged
+                return {**staged, "path": str(venv), "python": str(self.venv_python())}
             say(f"venv at {venv} holds other code; reinstalling the package only")
             self.changing()
             marker.unlink()
@@ -770,7 +796,8 @@ def next_step(record: dict) -> str:
     if slurm.get("partition"):
         opts.append(f"-p {slurm['partition']}")
     if slurm.get("gpus_per_node"):
-        opts.append(f"--gres=gpu:{slurm['gpus_per_node']}")
+        gres = ":".join(str(p) for p in (slurm.get("gpu_gres_type"), slurm["gpus_per_node"]) if p)
+        opts.append(f"--gres=gpu:{gres}")
     # Seed 003's 405B benchmark runs on 576 GPUs: 72 nodes of 8, or as many nodes as that takes.
     per_node = slurm.get("gpus_per_node") or 8
     nodes = 576 // per_node if 576 % per_node == 0 else 72

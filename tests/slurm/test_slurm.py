@@ -50,21 +50,29 @@ def test_debug_job_trains_across_2_nodes_x_2_ranks(slurm, staged, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "env, message",
+    "env, extra, message",
     [
-        ({"MODEL_SIZE": "debug"}, "DTYPE='' is required and must be one of: bf16 fp8"),
-        ({"DTYPE": "fp16", "MODEL_SIZE": "debug"}, "DTYPE='fp16' is required"),
-        ({"DTYPE": "bf16", "MODEL_SIZE": "405b"}, "no configuration for 4 GPUs; supported: 32"),
+        ({"MODEL_SIZE": "debug"}, (), "DTYPE='' is required and must be one of: bf16 fp8"),
+        ({"DTYPE": "fp16", "MODEL_SIZE": "debug"}, (), "DTYPE='fp16' is required"),
+        ({"DTYPE": "bf16", "MODEL_SIZE": "405b"}, (), "no configuration for 4 GPUs; supported: 32"),
+        # A configuration the ranks would refuse: refused once, before srun starts them.
+        (
+            {"DTYPE": "bf16", "MODEL_SIZE": "debug"},
+            ("--", "trainer.micro_batch_size=0"),
+            "trainer.micro_batch_size=0 must be >= 1",
+        ),
     ],
 )
-def test_bad_settings_fail_the_job_at_once(slurm, staged, tmp_path, env, message):
+def test_bad_settings_fail_the_job_at_once(slurm, staged, tmp_path, env, extra, message):
     started = time.monotonic()
-    job_id = slurm.sbatch("-N", "2", LAUNCH, env={**env, "STAGE_PATH": str(staged)}, cwd=tmp_path)
+    env = {**env, "STAGE_PATH": str(staged)}
+    job_id = slurm.sbatch("-N", "2", LAUNCH, *extra, env=env, cwd=tmp_path)
     info = slurm.wait(job_id, timeout=120)
-    assert (info["JobState"], info["ExitCode"]) == ("FAILED", "2:0")
-    assert message in job_output(tmp_path, job_id)
+    output = job_output(tmp_path, job_id)
+    assert (info["JobState"], info["ExitCode"]) == ("FAILED", "2:0"), output
+    assert message in output and "srun --nodes" not in output  # no rank started
     assert time.monotonic() - started < 60
-    assert not (staged / "results" / "0.1.0" / "bf16" / "405b").exists()  # nothing started
+    assert not (staged / "results" / "0.1.0" / "bf16" / "405b").exists()
 
 
 def test_dry_run_plans_the_job_scale_in_one_task(slurm, staged, tmp_path):

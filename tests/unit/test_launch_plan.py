@@ -232,6 +232,24 @@ def test_venv_stage_runs_its_python_without_pyxis_flags(stage):
     assert cmd[task - 3 : task] == [f"{root}/venv/bin/python", "-m", "recipes.launch"]
 
 
+def test_the_launcher_checks_first_where_its_ranks_run_its_python(stage):
+    """A venv stage's ranks run the launcher's own Python: it checks the configuration once
+    before srun (exit 2); a container's ranks have another Python and check as they start."""
+    root = stage("venv")
+    env = slurm_env(2, DTYPE="bf16", MODEL_SIZE="debug", STAGE_PATH=str(root))
+    assert not launch.checks_first(plan(env, [], expand=nodes(2)))
+    record = json.loads((root / "stage.json").read_text())
+    record["venv"]["python"] = sys.executable
+    (root / "stage.json").write_text(json.dumps(record))
+    decided = plan(env, ["trainer.max_steps=3"], expand=nodes(2))
+    assert launch.checks_first(decided) and decided.overrides[-1] == "trainer.max_steps=3"
+    env = slurm_env(2, DTYPE="bf16", MODEL_SIZE="debug", STAGE_PATH=str(stage("container")))
+    assert not launch.checks_first(plan(env, [], expand=nodes(2), pyxis=lambda: True))
+    local = {"DTYPE": "bf16", "MODEL_SIZE": "debug"}
+    assert launch.checks_first(plan({**local, "NGPU": "2"}, []))
+    assert not launch.checks_first(plan(local, []))  # one process: it checks itself, exit 2
+
+
 def test_the_staged_tokenizer_is_what_text_data_tokenizes_with(stage):
     root = stage("venv")
     record = json.loads((root / "stage.json").read_text())
@@ -245,6 +263,37 @@ def test_the_staged_tokenizer_is_what_text_data_tokenizes_with(stage):
     assert not any(
         c.startswith("data.tokenizer=") for c in plan({**env, "STAGE_PATH": ""}, []).command
     )
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("-m", r"'-m' after -- is a flag.*recipes-train -m key=a,b"),
+        ("--cfg", r"'--cfg' after -- is a flag"),
+        ("trainer.max_steps", r"'trainer.max_steps' after -- is not a Hydra override"),
+    ],
+)
+def test_what_follows_the_dashes_must_be_overrides(arg, message):
+    env = {"DTYPE": "bf16", "MODEL_SIZE": "debug"}
+    with pytest.raises(LaunchError, match=message):
+        plan(env, ["trainer.max_steps=2", arg])
+    assert plan(env, ["~trainer.seed", "+foo=1"]).command[-2:] == ["~trainer.seed", "+foo=1"]
+
+
+def test_a_moved_stage_runs_from_where_it_is_now(stage, tmp_path):
+    """A stage folder moved (or rsynced to another cluster) whole: its stage.json still names
+    the old place, and launch.sh runs the squashfs, venv and tokenizer where they are now."""
+    root = stage("container")
+    record = json.loads((root / "stage.json").read_text())
+    tokenizer = {"repo": "meta-llama/Llama-3.1-8B", "path": f"{root}/tokenizer/meta-llama/x"}
+    (root / "stage.json").write_text(json.dumps({**record, "tokenizer": tokenizer}))
+    moved = root.rename(tmp_path.parent / f"{tmp_path.name}-moved")
+    env = slurm_env(2, DTYPE="bf16", MODEL_SIZE="debug", STAGE_PATH=str(moved))
+    decided = plan(env, ["data=c4"], expand=nodes(2), pyxis=lambda: True)
+    assert f"--container-image={moved}/nvidia+nemo+25.04.sqsh" in decided.command
+    assert f"data.tokenizer={moved}/tokenizer/meta-llama/x" in decided.command
+    assert decided.env["RECIPES_STAGE_JSON"] == f"{moved}/stage.json"
+    assert not any(str(root) + "/" in c for c in decided.command)
 
 
 def test_an_unfinished_stage_is_refused(stage):

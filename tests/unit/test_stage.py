@@ -48,6 +48,7 @@ def test_stage_path_is_required():
     [
         ({"CONTAINER": "docker"}, "CONTAINER='docker' must be one of: enroot none"),
         ({"SLURM_GPUS_PER_NODE": "eight"}, "SLURM_GPUS_PER_NODE='eight' must be a positive"),
+        ({"SLURM_GPUS_PER_NODE": "h100:0"}, "SLURM_GPUS_PER_NODE='h100:0' must be a positive"),
         ({"VENV_SYSTEM_SITE_PACKAGES": "sure"}, "VENV_SYSTEM_SITE_PACKAGES='sure' must be 1"),
         # The tokenizer is staged at tokenizer/<repo>: a path that leaves it is refused.
         ({"TOKENIZER_REPO": "../.."}, "TOKENIZER_REPO='../..' is not a Hugging Face repo id"),
@@ -74,11 +75,15 @@ def test_stage_path_must_be_a_folder_and_a_pasted_token_loses_its_newline(tmp_pa
     "gpus_per_node, command",
     [
         (None, "sbatch -N 72 /s/code/launch.sh"),
-        (2, "sbatch --gres=gpu:2 -N 288 /s/code/launch.sh"),  # still 576 GPUs
+        ("2", "sbatch --gres=gpu:2 -N 288 /s/code/launch.sh"),  # still 576 GPUs
+        ("h100:8", "sbatch --gres=gpu:h100:8 -N 72 /s/code/launch.sh"),  # Slurm's type:count
     ],
 )
-def test_the_suggested_launch_runs_the_576_gpu_benchmark(gpus_per_node, command):
-    record = {"slurm": {"gpus_per_node": gpus_per_node}, "code": {"path": "/s/code"}}
+def test_the_suggested_launch_runs_the_576_gpu_benchmark(tmp_path, gpus_per_node, command):
+    env = {"STAGE_PATH": str(tmp_path), "SLURM_GPUS_PER_NODE": gpus_per_node or ""}
+    s = StageSettings.from_env(env)
+    slurm = {"gpus_per_node": s.gpus_per_node, "gpu_gres_type": s.gpu_gres_type}
+    record = {"slurm": slurm, "code": {"path": "/s/code"}}
     assert stage.next_step(record) == f"DTYPE=fp8 MODEL_SIZE=405b {command}"
     record["code"]["path"] = "/my stage/code"
     assert stage.next_step(record).endswith(" '/my stage/code/launch.sh'")
@@ -389,6 +394,22 @@ def test_venv_installs_torch_first_then_reuses(tmp_path, source, recorded):
     recorded.clear()
     venv_stager(tmp_path, source, TORCH_SPEC="torch==2.13.0").run()
     assert recorded == []
+
+
+def test_a_moved_stage_is_reused_where_it_is_now(tmp_path, source, recorded):
+    venv_stager(tmp_path, source).run()
+    (tmp_path / "stage").rename(tmp_path / "moved")
+    recorded.clear()
+    settings = StageSettings.from_env(
+        {"STAGE_PATH": str(tmp_path / "moved"), "CONTAINER": "none", "TOKENIZER_REPO": "none"}
+    )
+    record = Stager(settings, source=source).run()
+    assert recorded == []  # nothing rebuilt
+    moved = str(tmp_path / "moved")
+    assert (record["stage_path"], record["code"]["path"]) == (moved, f"{moved}/code")
+    assert record["venv"]["python"] == f"{moved}/venv/bin/python"
+    assert json.loads((tmp_path / "moved/stage.json").read_text()) == record
+    assert f"{moved}/code/launch.sh" in stage.next_step(record)
 
 
 def test_a_venv_without_its_marker_is_rebuilt(tmp_path, source, recorded, capsys):
