@@ -254,13 +254,13 @@ def check_extra(extra: list[str]) -> None:
     for arg in extra:
         if arg.startswith("-"):
             raise LaunchError(
-                f"{arg!r} after -- is a flag, but launch.sh passes only overrides (key=value) to "
+                f"{arg!r} is a flag, but launch.sh passes only overrides (key=value) to "
                 "one run; a sweep is `recipes-train -m key=a,b` (on Slurm: add cluster=slurm), "
                 "and --cfg/--info go to recipes-train directly"
             )
         if "=" not in arg and not arg.startswith("~"):
             raise LaunchError(
-                f"{arg!r} after -- is not a Hydra override: write key=value "
+                f"{arg!r} is not a Hydra override: write key=value "
                 "(e.g. trainer.max_steps=10), +key=value to add a key, ~key to delete one"
             )
 

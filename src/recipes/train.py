@@ -139,7 +139,8 @@ def run(cfg: DictConfig) -> dict | None:
 
 def exit_code(summary: dict | None) -> int:
     """0 for a valid run, a plan, and a run that saved and stopped on SIGUSR1 (to be resumed);
-    1 for any other invalid run (non-finite loss, data exhausted mid-run, stopped early)."""
+    1 for any other invalid run (non-finite loss, stopped early). Data that runs out mid-run
+    raises a ConfigError instead, which ends the run with exit code 2."""
     if summary is None or summary.get("valid", True):
         return 0
     return 0 if (summary["invalid_reason"] or "").startswith(SIGNAL_STOP) else 1

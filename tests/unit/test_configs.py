@@ -118,6 +118,11 @@ def test_unknown_group_option_fails(compose_cfg):
             r"gives 1 micro-batches per pipeline .* at least pp=2; use global_batch_size=4",
         ),
         (["parallelism.sequence_parallel=true"], 1, r"sequence_parallel=true needs tp >= 2"),
+        (
+            ["parallelism.tp=2", "parallelism.sequence_parallel=true", "trainer.seq_len=255"],
+            2,
+            r"sequence_parallel=true splits each rank's 255 tokens .* use seq_len=254 or 256",
+        ),
         (["trainer.seq_len=9000"], 1, r"seq_len=9000 exceeds model.max_seq_len=8192"),
         (["trainer.max_steps=2"], 1, r"timing_warmup_steps=2 leaves no steady-state"),
         (["model.n_kv_heads=3"], 1, r"model.n_heads=8 is not divisible by model.n_kv_heads=3"),

@@ -268,9 +268,9 @@ def test_the_staged_tokenizer_is_what_text_data_tokenizes_with(stage):
 @pytest.mark.parametrize(
     "arg, message",
     [
-        ("-m", r"'-m' after -- is a flag.*recipes-train -m key=a,b"),
-        ("--cfg", r"'--cfg' after -- is a flag"),
-        ("trainer.max_steps", r"'trainer.max_steps' after -- is not a Hydra override"),
+        ("-m", r"'-m' is a flag.*recipes-train -m key=a,b"),
+        ("--cfg", r"'--cfg' is a flag"),
+        ("trainer.max_steps", r"'trainer.max_steps' is not a Hydra override"),
     ],
 )
 def test_what_follows_the_dashes_must_be_overrides(arg, message):

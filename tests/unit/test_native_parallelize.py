@@ -102,6 +102,28 @@ def test_native_refuses_what_it_cannot_run(compose_cfg, overrides, message):
 
 
 @pytest.mark.parametrize(
+    "kernels, accelerator, refused",
+    [
+        ("[math]", "cpu", True),  # math has no ring-attention handler
+        ("[efficient,math]", "cpu", True),  # CPU has no efficient kernel: math would run
+        ("[flash,math]", "cpu", False),
+        ("[efficient,math]", "gpu", False),
+        ("[math]", "gpu", True),
+    ],
+)
+def test_context_parallel_needs_a_ring_attention_kernel(compose_cfg, kernels, accelerator, refused):
+    cfg = compose_cfg("parallelism.cp=2", f"backend.sdpa_backends={kernels}")
+    cfg.cluster.accelerator = accelerator
+    resolve_auto(cfg, cuda_available=accelerator == "gpu")
+    layout = validate(cfg, world_size=2)
+    if not refused:
+        NativeBackend().validate(cfg, layout)
+        return
+    with pytest.raises(ConfigError, match=r"parallelism.cp=2 runs ring attention, .* use backend"):
+        NativeBackend().validate(cfg, layout)
+
+
+@pytest.mark.parametrize(
     "dtype, world, precision",
     [("fp32", 1, "32-true"), ("bf16", 1, "bf16-mixed"), ("fp8", 1, "32-true")],
 )
@@ -174,3 +196,33 @@ def test_compiled_loss_equals_eager_in_value_and_gradient():
     assert compiled.dtype == torch.float32
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(compiled_grad, eager_grad)
+
+
+@pytest.mark.parametrize("vp", [1, 2])
+def test_sharded_init_draws_each_pipeline_stage_apart(compose_cfg, monkeypatch, vp):
+    """backend.init=sharded: every stage draws its own shards after the build on meta; with one
+    seed for all, stages without the embedding (the middle ones) got the same weights."""
+    from types import SimpleNamespace
+
+    from recipes.backends.native import module as native_module
+
+    cfg = compose_cfg(
+        "backend.init=sharded", "model.n_layers=8", "parallelism.pp=4", f"parallelism.vp={vp}"
+    )
+    resolve_auto(cfg, cuda_available=False)
+    layout = validate(cfg, world_size=4)
+    monkeypatch.setattr(native_module.pipeline, "build_schedule", lambda *a, **k: None)
+    blocks = {}
+    for pp_rank in range(4):
+        pp_mesh = SimpleNamespace(get_local_rank=lambda r=pp_rank: r)
+        meshes = SimpleNamespace(pp=pp_mesh, world=SimpleNamespace(device_type="cpu"))
+        fake = property(lambda _, m=meshes: m)
+        monkeypatch.setattr(native_module.NativeLlamaModule, "meshes", fake)
+        module = native_module.NativeLlamaModule(cfg, layout)
+        module.configure_model()
+        for part in module.parts:
+            blocks |= {int(i): block.attention.wq.weight for i, block in part.layers.items()}
+    assert sorted(blocks) == list(range(8))
+    for i in range(8):
+        for j in range(i):
+            assert not torch.equal(blocks[i], blocks[j]), (i, j)

@@ -296,6 +296,20 @@ def test_mistyped_values_are_named_not_fatal(results, capsys, tmp_path):
     assert "metrics.jsonl: 1 unreadable line(s)" in csv_row["problems"]
 
 
+def test_metrics_lines_without_a_step_number_count_as_unreadable(tmp_path):
+    """A metrics.jsonl line whose step is text, a bool or missing, or that is no JSON object, is
+    counted as unreadable like a line with text where a figure belongs, not dropped silently."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    good = {"step": 1, "loss": 8.0, "step_time_s": 0.5}
+    odd = [{"step": "2", "loss": 7.9}, {"step": True, "loss": 7.8}, {"loss": 7.7}, [3, 7.6]]
+    lines = [good, *odd, {"step": 2, "loss": 7.5, "step_time_s": 0.4}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    loaded = report.load_run(folder)
+    assert [r["step"] for r in loaded.records] == [1, 2]
+    assert loaded.problems == [f"metrics.jsonl: {len(odd)} unreadable line(s)"]
+
+
 def test_report_never_writes_into_run_folders(results, capsys, tmp_path):
     pytest.importorskip("matplotlib")
     root, _ = results

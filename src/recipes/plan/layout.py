@@ -6,6 +6,7 @@ the nearest valid values (torchtitan ``ParallelDims._validate`` is the model).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
@@ -140,6 +141,17 @@ def check_fits_model(layout: Layout, cfg: DictConfig) -> None:
             f"trainer.seq_len={trainer.seq_len} is not divisible by 2*parallelism.cp="
             f"{2 * layout.cp} (load-balanced context parallelism splits each sequence into "
             f"2*cp chunks); use seq_len={_nearest_multiples(trainer.seq_len, 2 * layout.cp)}"
+        )
+    # Sequence parallelism shards each CP rank's tokens along the sequence over the TP ranks;
+    # uneven shards fail in the collectives mid-step (gloo: a size mismatch, then an abort).
+    per_cp_rank = trainer.seq_len // layout.cp
+    if layout.sequence_parallel and per_cp_rank % layout.tp:
+        unit = math.lcm(2 * layout.cp, layout.cp * layout.tp) if layout.cp > 1 else layout.tp
+        raise ConfigError(
+            f"parallelism.sequence_parallel=true splits each rank's {per_cp_rank} tokens "
+            f"(trainer.seq_len={trainer.seq_len} / cp={layout.cp}) over tp={layout.tp}, which "
+            f"does not divide them; use seq_len={_nearest_multiples(trainer.seq_len, unit)}, "
+            "or sequence_parallel=false"
         )
     per_step = trainer.micro_batch_size * layout.dp
     if trainer.global_batch_size % per_step:

@@ -166,6 +166,10 @@ def _drop_mistyped(run: Run, summary: dict) -> None:
                 run.problems.append(f"summary.json: {key}={summary.pop(key)!r} is not {kind}")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_text(value: Any) -> bool:
     return isinstance(value, str)
 
@@ -181,7 +185,8 @@ def _read_records(run: Run) -> list[dict]:
         except ValueError:
             bad += 1  # a line cut short when the process was killed mid-write
             continue
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+        if not isinstance(record, dict) or not _is_int(record.get("step")):
+            bad += 1  # no step number: not a line recipes-train wrote
             continue
         if any(
             v is not None and not _is_number(v) for k, v in record.items() if k in RECORD_NUMBERS

@@ -98,8 +98,7 @@ def _check_backend_fields(cfg: DictConfig) -> None:
 
 
 def _check_layout(cfg: DictConfig, layout: Layout) -> None:
-    par, trainer = cfg.parallelism, cfg.trainer
-    schedule = par.pp_schedule
+    schedule = cfg.parallelism.pp_schedule
     if layout.pp > 1 and schedule != "1f1b":
         raise ConfigError(
             f"parallelism.pp_schedule={schedule!r} is not a Megatron-core schedule; use "
@@ -110,12 +109,6 @@ def _check_layout(cfg: DictConfig, layout: Layout) -> None:
             f"parallelism.dp_replicate={layout.dp_replicate} on megatron makes that many "
             "distributed-optimizer instances (state sharded within each, replicated across), "
             "which needs backend.use_distributed_optimizer=true; enable it or set dp_replicate=1"
-        )
-    if layout.sequence_parallel and (trainer.seq_len // layout.cp) % layout.tp:
-        raise ConfigError(
-            f"sequence parallelism splits each rank's {trainer.seq_len // layout.cp} tokens "
-            f"(trainer.seq_len / cp) over tp={layout.tp}; use a seq_len divisible by "
-            f"{layout.tp * layout.cp * 2}"
         )
 
 

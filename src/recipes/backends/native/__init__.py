@@ -45,6 +45,23 @@ def check_sdpa_backends(names: list[str]) -> None:
         )
 
 
+RING_KERNELS = {"cpu": ("flash",), "gpu": ("cudnn", "flash", "efficient")}
+"""The attention kernels context parallelism has ring-attention handlers for, per accelerator
+(on CPU the flash kernel, through the shim in ``context_parallel.py``); math has none."""
+
+
+def check_cp_kernels(names: list[str], cp: int, accelerator: str) -> None:
+    """cp > 1: SDPA must reach a kernel with a ring-attention handler before math, which would
+    meet the sequence-sharded q/k/v mid-step and fail ("mixed torch.Tensor and DTensor")."""
+    ring = RING_KERNELS.get(accelerator, RING_KERNELS["gpu"])
+    if not any(name in ring for name in names):
+        raise ConfigError(
+            f"parallelism.cp={cp} runs ring attention, which on {accelerator} has handlers for "
+            f"{list(ring)} only, and backend.sdpa_backends={names} names none of them; use "
+            f"backend.sdpa_backends={[ring[0], *names]} (or cp=1)"
+        )
+
+
 class NativeBackend:
     """Builds :class:`NativeLlamaModule` and :class:`NativeParallelStrategy`."""
 
@@ -60,6 +77,8 @@ class NativeBackend:
                     f"dtype.fp8_fsdp_all_gather=true needs fp8_recipe=tensorwise, not "
                     f"{cfg.dtype.fp8_recipe!r}; set dtype.fp8_fsdp_all_gather=false"
                 )
+        if layout.cp > 1:
+            check_cp_kernels(list(cfg.backend.sdpa_backends), layout.cp, cfg.cluster.accelerator)
         if layout.pp > 1 and layout.cp > 1:
             raise ConfigError(
                 f"parallelism.pp={layout.pp} with cp={layout.cp} is not supported on "

@@ -41,6 +41,28 @@ def full_init(cfg: DictConfig) -> bool:
     return cfg.backend.init == "full"
 
 
+def sharded_init_seed(seed: int, stage: int) -> int:
+    """The seed pipeline stage ``stage`` draws its shards from (``backend.init=sharded``).
+
+    Each stage holds different blocks but starts its draws afresh: with one seed for all, the
+    blocks of two stages without the embedding (the middle ones) would get the same weights.
+    Stage 0 (and every layout without pipelining) uses ``seed`` itself; torchtitan also seeds
+    each pipeline rank apart."""
+    return seed + stage
+
+
+def unsynced_dtensor_rng(mesh, seed: int) -> None:
+    """Create DTensor's RNG tracker without its state sync, where the device has one (GPU).
+
+    Created lazily by the first random op on a DTensor, the tracker broadcasts rank 0's RNG
+    state to every rank, which would undo the per-stage seeds of :func:`sharded_init_seed`
+    (torchtitan's ``set_determinism`` does the same for PP)."""
+    from torch.distributed.tensor import _random
+
+    if mesh.device_type != "cpu" and _random.is_rng_supported_mesh(mesh):
+        _random.manual_seed(seed, mesh)
+
+
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float, pp_group) -> torch.Tensor:
     """Clip by the norm over all ranks' gradients: DTensor shards are gathered into the norm,
     pipeline stages add their squares; returns the norm before clipping."""
@@ -84,11 +106,14 @@ class NativeLlamaModule(L.LightningModule):
             model.init_weights()
         pp_rank = meshes.pp.get_local_rank()
         parts = pipeline.split_model(model, layout, pp_rank) if layout.pp > 1 else [model]
-        for part in parts:
+        stages = pipeline.stage_ids(layout, pp_rank) if layout.pp > 1 else [0]
+        if not full and layout.pp > 1:
+            unsynced_dtensor_rng(meshes.world, cfg.seed)
+        for part, stage in zip(parts, stages, strict=True):
             parallelize(part, meshes, layout, cfg, on_gpu=self.device.type == "cuda")
             if not full:
                 part.to_empty(device=self.device)
-                torch.manual_seed(cfg.seed)
+                torch.manual_seed(sharded_init_seed(cfg.seed, stage))
                 part.init_weights(buffer_device=self.device)
             if layout.cp > 1:
                 # CP shards the RoPE table with the sequence: it must be exactly seq_len long.
