@@ -259,6 +259,33 @@ class CheckpointConfig:
 
 
 @dataclass
+class ProfilingConfig:
+    """torch profiler traces of a window of steps every ``freq`` steps, as torchtitan's
+    ``[profiling]``: ``<run folder>/profile_trace/iteration_<step>/rank<r>_trace.json.gz``."""
+
+    enable: bool = False
+    """Trace steps with the torch profiler (recipes.callbacks.profiling)."""
+    freq: int = 10
+    """Profile every N steps: each window of freq steps ends with its traced steps (torchtitan's
+    profile_freq), so steps freq, 2 x freq, ... are traced."""
+    warmup: int = 3
+    """Steps before the traced ones that run under the profiler without being kept (its own
+    start-up cost stays out of the trace); torchtitan's profiler_warmup."""
+    active: int = 1
+    """Traced steps per window, ending at each multiple of freq; torchtitan's profiler_active."""
+    ranks: list[int] | None = None
+    """Ranks that write traces; null: the ranks in log_ranks (every rank when that is null)."""
+    record_shapes: bool = True
+    """Record each operator's input shapes (as torchtitan does)."""
+    memory: bool = False
+    """Record tensor allocations and frees in the trace (torch.profiler's profile_memory)."""
+    with_stack: bool = False
+    """Record the Python stack of each operator (larger traces, slower steps)."""
+    gzip: bool = True
+    """Write rank<r>_trace.json.gz (Perfetto and chrome://tracing open it); false: .json."""
+
+
+@dataclass
 class TrainConfig:
     """Root of the composed configuration."""
 
@@ -280,6 +307,8 @@ class TrainConfig:
     """Saving and resuming."""
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     """Experiment tracker (group ``logger``)."""
+    profiling: ProfilingConfig = field(default_factory=ProfilingConfig)
+    """torch profiler traces of some steps (off by default)."""
     seed: int = 1234
     """Seed for weights and synthetic data; the same seed gives the same run."""
     dry_run: bool = False

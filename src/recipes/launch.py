@@ -373,12 +373,24 @@ def srun_command(
         f"--ntasks-per-node={tasks}",
         f"--ntasks={nodes * tasks}",
         "--kill-on-bad-exit=1",
-        f"--output={out}/log-%x_%j.out",
+        f"--output={out}/{SRUN_LOG}",
     ]
     if env.get("SLURM_GPUS_ON_NODE") and not settings.dry_run:
         cmd.append(f"--gres=gpu:{env['SLURM_GPUS_ON_NODE']}")
     *flags, python = runtime.prefix()
     return [*cmd, *flags, python, "-m", "recipes.launch", "--task", *overrides]
+
+
+SRUN_LOG = "log-%x_%j.out"
+"""Every rank's output, one file per job (seed 003's .out file): %x the job name, %j its id."""
+
+
+def srun_log(out: Path, env: Mapping[str, str]) -> str:
+    """The path srun writes SRUN_LOG to in this job."""
+    name = SRUN_LOG.replace("%x", env.get("SLURM_JOB_NAME", "")).replace(
+        "%j", env.get("SLURM_JOB_ID", "")
+    )
+    return str(out / name)
 
 
 def has_pyxis() -> bool:
@@ -479,6 +491,8 @@ def plan(
     port = master_port(env, settings)
     env_out = launch_env(job, stage, scale, port, gsw_version(settings, stage))
     env_out |= allocator_env(env)
+    if job.slurm:  # srun's --output, for manifest.json: the run folder's log is rank 0's only
+        env_out["RECIPES_JOB_LOG"] = srun_log(out, env)
     return Plan(command, env_out, lines, out, job, scale, overrides)
 
 

@@ -336,12 +336,10 @@ def git_state(root: Path) -> tuple[str | None, bool | None]:
     staged = read_json(root / "STAGED.json")
     if staged and not (root / ".git").exists():
         return staged.get("git_sha"), staged.get("git_dirty")
+    sha = checkout_head(root)
+    if sha is None:
+        return None, None
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30
-        )
-        if sha.returncode != 0:
-            return None, None
         status = subprocess.run(
             ["git", "status", "--porcelain", "--", *CODE_ITEMS],
             cwd=root,
@@ -351,7 +349,26 @@ def git_state(root: Path) -> tuple[str | None, bool | None]:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None, None
-    return sha.stdout.strip(), bool(status.stdout.strip())
+    return sha, bool(status.stdout.strip())
+
+
+def checkout_head(root: Path) -> str | None:
+    """HEAD of the git checkout whose top folder is ``root``; None when ``root`` is not one, even
+    inside another repository (an install under ~/.pyenv or a dotfiles repo has another HEAD)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.split("\n")
+    if out.returncode != 0 or len(lines) < 2 or Path(lines[0]).resolve() != root.resolve():
+        return None
+    return lines[1].strip() or None
 
 
 # -- OCI image -> enroot squashfs ------------------------------------------------------------

@@ -48,7 +48,21 @@ class CheckSweep(Callback):
                 # An exception here would only be a warning (Hydra guards its callbacks).
                 print(
                     f"configuration error: sweep job #{number} of {len(jobs)} "
-                    f"({' '.join(job)}): {error_message(err)}; no job has run",
+                    f"({' '.join(job)}): {error_message(err)}{slurm_hint(config, err)}; "
+                    "no job has run",
                     file=sys.stderr,
                 )
                 sys.exit(2)
+
+
+def slurm_hint(config: DictConfig, err: ConfigError) -> str:
+    """On Slurm a job's processes are the launcher's, not this process's: say which keys set
+    them when the error is about how many there are."""
+    launcher = config.hydra.launcher
+    if "submitit" not in str(launcher.get("_target_", "")) or "process" not in str(err):
+        return ""
+    return (
+        f" (each Slurm job of this sweep runs hydra.launcher.nodes={launcher.nodes} x "
+        f"hydra.launcher.tasks_per_node={launcher.tasks_per_node} processes: set those to "
+        "launch more)"
+    )

@@ -23,6 +23,7 @@ from recipes.backends import Backend, get_backend
 from recipes.callbacks.benchmark import BenchmarkCallback
 from recipes.callbacks.garbage import GarbageCollection
 from recipes.callbacks.loggers import check_logger
+from recipes.callbacks.profiling import ProfilingCallback, check_profiling, profiled_steps
 from recipes.checkpoint import SIGNAL_STOP, CheckpointCallback, check_resume, check_schedule
 from recipes.config import compose, conf_dir, register_configs, resolve_auto, validate
 from recipes.data import TokenDataModule
@@ -90,6 +91,7 @@ def check_and_plan(
     backend.validate(cfg, layout)
     check_schedule(cfg)
     check_logger(cfg)
+    check_profiling(cfg, layout.world_size)
     return layout, backend, check_resume(cfg)
 
 
@@ -116,7 +118,9 @@ def run(cfg: DictConfig) -> dict | None:
         return dry_run(cfg, layout)
     L.seed_everything(cfg.seed, verbose=False)
     bench = BenchmarkCallback(cfg, run_shape(cfg, layout), layout.world_size, resume)
-    callbacks = [bench, CheckpointCallback(cfg, bench)]
+    bench.profiled = profiled_steps(cfg)
+    # After bench: writing a trace falls outside the step's timing.
+    callbacks = [bench, ProfilingCallback(cfg, bench), CheckpointCallback(cfg, bench)]
     if cfg.trainer.gc_every_n_steps:  # first: its collection falls inside the timed step
         callbacks.insert(0, GarbageCollection(cfg.trainer.gc_every_n_steps))
     trainer = L.Trainer(

@@ -44,6 +44,7 @@ def test_debug_job_trains_across_2_nodes_x_2_ranks(slurm, staged, tmp_path):
     assert manifest["job_total_gpus"] == 4 and manifest["gpu"]["count_per_node"] == 2
     assert manifest["stage"]["runtime"] == "venv" and manifest["git_sha"]
     assert manifest["env"]["MASTER_ADDR"] == "n1"
+    assert manifest["env"]["RECIPES_JOB_LOG"] == str(log)  # the job's log, from the run folder
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["cluster"]["name"] == "slurm"
     assert "step:    4" in log.read_text()  # every rank's output, one file per job

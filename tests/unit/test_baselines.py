@@ -22,8 +22,9 @@ H100 = "NVIDIA H100 80GB HBM3"
 SOURCE = "NVIDIA DGX Cloud benchmarking recipe, Llama 3.1 405B, NeMo 24.09"
 
 
-def seed003_summary(cfg, step_times: list[float], num_gpus: int = 576) -> dict:
-    """A 405B summary built the way BenchmarkCallback builds it, from made-up step times."""
+def seed003_summary(cfg, step_times: list[float], num_gpus: int = 576, device: str = H100) -> dict:
+    """A summary built the way BenchmarkCallback builds it (405B unless ``cfg`` says otherwise),
+    from made-up step times, on ``device`` (torch's name of the GPU)."""
     dtype = cfg.dtype.name
     trainer = cfg.trainer
     shape = RunShape(
@@ -33,8 +34,8 @@ def seed003_summary(cfg, step_times: list[float], num_gpus: int = 576) -> dict:
         flops_per_step=metrics.flops_per_step_by_convention(
             cfg.model, seq_len=trainer.seq_len, global_batch_size=trainer.global_batch_size
         ),
-        peak=metrics.peak_for(H100, dtype),
-        peak_bf16=metrics.peak_for(H100, "bf16"),
+        peak=metrics.peak_for(device, dtype),
+        peak_bf16=metrics.peak_for(device, "bf16"),
         peak_note=None,
     )
     records = [
@@ -63,8 +64,8 @@ def cfg_405b_fp8(compose_cfg):
 def test_shipped_baselines_load_with_file_level_keys_merged():
     rows = bl.load_baselines()
     assert workloads_dir() == ROOT / "recipes" or (workloads_dir() / "llama31_405b").is_dir()
-    assert len(rows) == 12
-    assert {b.workload for b in rows} == {"llama31_405b"}
+    assert len(rows) == 12 + len(SEED_8B)
+    assert {b.workload for b in rows} == {"llama31_405b", "llama31_8b"}
     first = rows[0].row
     assert (first["model"], first["gpu_type"], first["seq_len"], first["tp"], first["cp"]) == (
         "llama31_405b",
@@ -233,4 +234,217 @@ def test_the_wheel_ships_the_baselines_and_finds_them_installed(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == [str(site / "recipes" / "workloads"), "12"]
+    assert out.stdout.split() == [
+        str(site / "recipes" / "workloads"),
+        str(len(bl.load_baselines())),
+    ]
+
+
+# -- Llama 3.1 8B: torchtitan's logged figures (seeds 000 and 001) -------------------------------
+GB200, B200 = "NVIDIA GB200", "NVIDIA B200"
+SEED_8B = {
+    # (dtype, gpu_type, GPUs): (seed, tps, tflops, mfu %, memory GiB) as the seeds' log lines print
+    ("bf16", "h100_sxm", 32): ("seed 000", 6785, None, 39.73, 68.57),
+    ("fp8", "h100_sxm", 32): ("seed 000", 7865, None, 46.06, 63.48),
+    ("bf16", "gb200", 68): ("seed 001", 17581, 1018.20, 45.25, 158.61),
+    ("bf16", "gb200", 36): ("seed 001", 17975, 1040.99, 46.27, 159.31),
+    ("bf16", "gb200", 12): ("seed 001", 18284, 1058.93, 47.06, 161.65),
+    ("bf16", "b200", 16): ("seed 001", 17441, 1010.08, 44.89, 161.51),
+}
+
+
+def rows_8b() -> dict[tuple, dict]:
+    rows = [b.row for b in bl.load_baselines() if b.workload == "llama31_8b"]
+    return {(r["dtype"], r["gpu_type"], r["num_gpus"]): r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def cfg_8b(compose_cfg):
+    return lambda *overrides: compose_cfg("+experiment=llama31_8b_8gpu_h100", *overrides)
+
+
+def test_8b_rows_hold_the_seed_figures_and_nothing_they_do_not_give():
+    rows = rows_8b()
+    assert set(rows) == set(SEED_8B)
+    for key, (seed, tps, tflops, mfu_pct, memory) in SEED_8B.items():
+        row = rows[key]
+        assert row["source"].startswith(seed) and row["model"] == "llama31_8b"
+        assert (row["tokens_per_s_per_gpu"], row.get("tflops_per_gpu"), row["memory_gib"]) == (
+            tps,
+            tflops,
+            memory,
+        )
+        assert row["mfu"] == pytest.approx(mfu_pct / 100, abs=1e-9)
+        # Neither seed gives the sequence length (nor seed 000 the batch): no step time, no
+        # whole-job tokens/s, nothing to match seq_len, gbs or layers on.
+        for absent in ("step_time_s", "tokens_per_s", "seq_len", "gbs", "layers"):
+            assert row.get(absent) is None, (key, absent)
+        assert "cannot be derived" in row["step_time_s_absent"]
+
+
+def test_8b_mfu_peaks_follow_from_the_seed_figures():
+    rows = rows_8b()
+    for row in rows.values():
+        if row.get("tflops_per_gpu") is not None:  # seed 001: mfu = tflops / peak
+            assert row["tflops_per_gpu"] / row["mfu"] == pytest.approx(row["mfu_peak"], abs=0.5)
+    bf16, fp8 = rows[("bf16", "h100_sxm", 32)], rows[("fp8", "h100_sxm", 32)]
+    # Seed 000: the float8 run's MFU grew exactly as its tps did, so both are against one peak,
+    # the BF16 one (torchtitan's convention for FP8 runs).
+    tps_ratio = fp8["tokens_per_s_per_gpu"] / bf16["tokens_per_s_per_gpu"]
+    assert fp8["mfu"] / bf16["mfu"] == pytest.approx(tps_ratio, rel=5e-4)
+    assert bf16["mfu_peak"] == fp8["mfu_peak"] == "bf16"
+    assert (bf16["compile"], fp8["compile"], fp8["fp8_recipe"]) == (False, True, "tensorwise")
+
+
+def test_8b_bf16_on_32_h100_is_compared_per_gpu_with_seed_000(cfg_8b):
+    cfg = cfg_8b("dtype=bf16")
+    summary = seed003_summary(cfg, [3.0, 2.0, 1.9], num_gpus=32)
+    found = bl.baseline_for(summary, cfg, H100)["baseline"]
+    assert found["match"] == {
+        "model": "llama31_8b",
+        "dtype": "bf16",
+        "gpu_type": "h100_sxm",
+        "num_gpus": 32,
+    }
+    per_gpu = 8192 * 128 / 1.9 / 32
+    assert found["measured"]["tokens_per_s_per_gpu"] == pytest.approx(per_gpu)
+    assert found["ratio"]["tokens_per_s_per_gpu"] == pytest.approx(per_gpu / 6785)
+    assert found["measured"]["mfu"] == summary["mfu"]  # a BF16 run's MFU is against BF16's peak
+    assert found["ratio"]["mfu"] == pytest.approx(summary["mfu"] / 0.3973)
+    assert found["ratio"]["memory_gib"] == pytest.approx(70 / 68.57)
+    assert found["step_time_s"] is None and found["step_time_s_absent"]
+    assert found["ratio"]["step_time_s"] is None and found["ratio"]["tokens_per_s"] is None
+    assert found["layout_differs"] == {} and found["setup_differs"] == {}
+
+
+def test_8b_on_a_gpu_count_the_seeds_do_not_give_has_no_row(cfg_8b):
+    cfg = cfg_8b("dtype=bf16")
+    note = bl.baseline_for(seed003_summary(cfg, [1.0] * 3, num_gpus=8), cfg, H100)["baseline_note"]
+    assert note == "no baseline for num_gpus=8 (the rows that match so far have num_gpus 32)"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "differs"),
+    [
+        (("backend.compile=true",), {}),
+        ((), {"compile": {"run": False, "baseline": True}}),
+        (
+            ("dtype=fp8_rowwise", "backend.compile=true"),
+            {"fp8_recipe": {"run": "rowwise", "baseline": "tensorwise"}},
+        ),
+    ],
+)
+def test_8b_fp8_mfu_is_against_the_bf16_peak_and_setup_differences_are_named(
+    cfg_8b, overrides, differs
+):
+    cfg = cfg_8b("dtype=fp8", *overrides)
+    summary = seed003_summary(cfg, [2.0, 1.5, 1.5], num_gpus=32)
+    found = bl.baseline_for(summary, cfg, H100)["baseline"]
+    assert found["match"]["dtype"] == "fp8" and found["mfu_peak"] == "bf16"
+    # Like for like: the run's MFU against the BF16 peak (about twice its MFU against FP8's).
+    assert found["measured"]["mfu"] == summary["mfu_vs_bf16_peak"]
+    assert found["measured"]["mfu"] == pytest.approx(2 * summary["mfu"], rel=1e-3)
+    assert found["ratio"]["mfu"] == pytest.approx(summary["mfu_vs_bf16_peak"] / 0.4606)
+    assert found["setup_differs"] == differs
+    assert found["setup"] == {"fp8_recipe": "tensorwise", "compile": True}
+
+
+@pytest.mark.parametrize(("device", "num_gpus"), [(GB200, 68), (GB200, 12), (B200, 16)])
+def test_seed_001_mfu_is_compared_against_the_peak_it_was_measured_with(cfg_8b, device, num_gpus):
+    cfg = cfg_8b("dtype=bf16")
+    summary = seed003_summary(cfg, [2.0, 1.0], num_gpus=num_gpus, device=device)
+    found = bl.baseline_for(summary, cfg, device)["baseline"]
+    key = metrics.device_key(device)
+    assert found["match"]["gpu_type"] == key and found["match"]["num_gpus"] == num_gpus
+    assert found["mfu_peak"] == 2250
+    assert found["measured"]["mfu"] == pytest.approx(summary["tflops_per_gpu"] / 2250)
+    # GB200's table peak is 2500: the summary's own MFU is not what the seed's is against.
+    table_peak = metrics.PEAK_TFLOPS[key]["bf16"]
+    assert found["measured"]["mfu"] == pytest.approx(summary["mfu"] * table_peak / 2250)
+    assert found["ratio"]["mfu"] == pytest.approx(found["ratio"]["tflops_per_gpu"], rel=5e-4)
+
+
+# -- the FP8 recipe a row was measured with -------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["fp8", "fp8_delayed", "fp8_rowwise"])
+def test_405b_fp8_names_the_run_recipe_seed_003_does_not_state(dtype, compose_cfg):
+    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100", f"dtype={dtype}")
+    found = bl.baseline_for(seed003_summary(cfg, [11.24] * 3), cfg, H100)["baseline"]
+    recipe = cfg.dtype.fp8_recipe
+    assert found["setup"] == {"fp8_recipe": "nemo_24.09_dtype_fp8"}
+    assert found["setup_differs"] == {
+        "fp8_recipe": {"run": recipe, "baseline": "nemo_24.09_dtype_fp8"}
+    }
+    assert found["layout_differs"] == {} and found["ratio"]["step_time_s"] == pytest.approx(1.0)
+
+
+def test_dtype_fp8_still_selects_tensorwise_and_bf16_rows_name_no_recipe(compose_cfg):
+    assert compose_cfg("dtype=fp8").dtype.fp8_recipe == "tensorwise"
+    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100", "dtype=bf16")
+    summary = seed003_summary(cfg, [17.2] * 3)
+    found = bl.baseline_for(summary, cfg, H100)["baseline"]
+    assert found["setup"] == {} and found["setup_differs"] == {}
+    assert found["mfu_peak"] == "bf16" and found["measured"]["mfu"] == summary["mfu"]
+
+
+def test_run_without_config_names_its_recipe_as_unknown(cfg_405b_fp8):
+    summary = seed003_summary(cfg_405b_fp8, [11.24] * 3) | {"model": "llama31_405b"}
+    facts = bl.run_facts(summary, None, H100)
+    assert facts.setup == {"fp8_recipe": None, "compile": None}
+
+
+def test_report_shows_the_per_gpu_ratio_and_the_setup_difference(cfg_8b, compose_cfg, tmp_path):
+    from recipes.results import report
+
+    def row_for(cfg, step_times, num_gpus):
+        summary = seed003_summary(cfg, step_times, num_gpus=num_gpus)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        manifest = {"accelerator": {"device_name": H100}}
+        run = report.Run(tmp_path, summary=summary, config=config, manifest=manifest)
+        row = report.run_row(run, bl.load_baselines())
+        return row, dict(report.COLUMNS)["vs baseline"](row)
+
+    row, cell = row_for(cfg_8b("dtype=fp8"), [1.5] * 3, 32)
+    ratio = 8192 * 128 / 1.5 / 32 / 7865
+    assert row["ratio_tokens_per_s"] is None
+    assert row["ratio_tokens_per_s_per_gpu"] == pytest.approx(ratio)
+    assert (row["baseline_tokens_per_s_per_gpu"], row["baseline_mfu_peak"]) == (7865, "bf16")
+    assert row["baseline_note"] == "setup differs: compile=False (baseline True)"
+    assert cell == f"{ratio:.2f}x (setup differs: compile=False (baseline True))"
+
+    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100", "dtype=fp8", "parallelism.pp=18")
+    row, cell = row_for(cfg, [11.0] * 3, 576)
+    assert row["baseline_note"] == (
+        "layout differs: pp=18 (baseline 9); "
+        "setup differs: fp8_recipe=tensorwise (baseline nemo_24.09_dtype_fp8)"
+    )
+    assert cell.endswith(f"({row['baseline_note']})")
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("{step_time_s_absent: not published}", "rows[0] gives none of step_time_s, tokens_per_s"),
+        ("{step_time_s_absent: '', tokens_per_s_per_gpu: 5}", "rows[0] lacks step_time_s"),
+        ("{step_time_s: 1.0, mfu_peak: fp16}", "rows[0] mfu_peak is 'fp16'; give bf16 or fp8"),
+        ("{step_time_s: 1.0, mfu_peak: -3}", "rows[0] mfu_peak is -3"),
+        ("{step_time_s: 1.0, mfu_peak: true}", "rows[0] mfu_peak is True"),
+        ("{step_time_s: 1.0, fp8_recipe: [a, b]}", "rows[0] fp8_recipe must be a single value"),
+    ],
+)
+def test_rows_without_figures_or_with_a_bad_peak_are_refused(tmp_path, row, message):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "baselines.yaml").write_text(
+        f"source: x\ngpu_type: h100_sxm\ndtype: fp8\nnum_gpus: 8\nrows:\n  - {row}\n"
+    )
+    with pytest.raises(bl.BaselineError, match=re.escape(message)):
+        bl.load_baselines(tmp_path)
+
+
+def test_a_row_without_step_time_loads_when_it_says_why(tmp_path):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "baselines.yaml").write_text(
+        "source: x\ngpu_type: h100_sxm\nrows:\n  - {dtype: bf16, num_gpus: 8, mfu_peak: 2250, "
+        "step_time_s_absent: not published, tokens_per_s_per_gpu: 5}\n"
+    )
+    (row,) = bl.load_baselines(tmp_path)
+    assert row.row["step_time_s_absent"] == "not published" and row.row["mfu_peak"] == 2250

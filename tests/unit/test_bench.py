@@ -286,7 +286,7 @@ def test_parse_torchtitan_022_coloured_line_and_our_own_line():
     )
     ours = (
         "step:   20  loss:   5.4177  grad_norm:   4.0434  memory: 0.53GiB(2.27%)  "
-        "step_time: 0.452s  tps: 4,536  tflops: 0.11  mfu: n/a"
+        "train_step_timing in s: 0.452  tps: 4,536  tflops: 0.11  mfu: n/a"
     )
     parsed = tc.parse_titan_line(ours)
     assert (parsed["step"], parsed["tps"], parsed["tflops"], parsed["mfu_pct"]) == (

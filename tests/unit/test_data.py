@@ -142,6 +142,8 @@ def test_shards_in_name_order_and_only_the_split(corpus):
     assert len(find_shards(str(corpus.shards), "validation")) == 1
     assert find_shards(f"{corpus.shards}/c4-train.*-of-00002.json.gz", "ignored") == train
     assert find_shards(str(train[1]), "ignored") == [train[1]]
+    # The root of an allenai/c4 clone (seed 001's dataset_path = "/data/c4/"): its en/ shards.
+    assert find_shards(str(corpus.shards.parent), "train") == train
 
 
 # -- configuration errors -------------------------------------------------------------------------

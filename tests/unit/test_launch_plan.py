@@ -26,6 +26,7 @@ def nodes(n: int):
 def slurm_env(num_nodes: int, **extra: str) -> dict[str, str]:
     return {
         "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "recipes-llama31",
         "SLURM_JOB_NODELIST": f"gpu[001-{num_nodes:03d}]",
         "SLURM_JOB_NUM_NODES": str(num_nodes),
         **extra,
@@ -203,6 +204,8 @@ def test_seed_003_command_on_72_nodes_in_the_staged_container(stage):
     assert decided.env["RECIPES_GIT_SHA"] == "abc123"
     assert (decided.env["JOB_TOTAL_GPUS"], decided.env["GSW_VERSION"]) == ("576", "0.1.0")
     assert decided.env["RECIPES_NODES"].split(",")[:2] == ["gpu001", "gpu002"]
+    job_log = f"{out}/log-{env['SLURM_JOB_NAME']}_{env['SLURM_JOB_ID']}.out"
+    assert decided.env["RECIPES_JOB_LOG"] == job_log  # for manifest.json
 
 
 def test_extra_container_mounts_are_added(stage):

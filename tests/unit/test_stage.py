@@ -469,3 +469,21 @@ def test_a_login_python_without_huggingface_hub_downloads_through_a_tools_venv(t
     assert done.returncode == 0, done.stderr
     assert (stage_path / "tools/bin/python").exists()
     assert (stage_path / "tokenizer" / REPO / "tokenizer.json").is_file()
+
+
+def test_a_commit_is_recorded_only_for_the_checkout_itself(tmp_path):
+    """A folder inside another git repository (an install under ~/.pyenv, a home-folder dotfiles
+    repo) is not a checkout of this code: its HEAD is not recorded."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "f").write_text("x")
+    subprocess.run([*git, "-C", str(tmp_path), "add", "f"], check=True)
+    subprocess.run([*git, "-C", str(tmp_path), "commit", "-qm", "x"], check=True)
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    (tmp_path / "lib/site-packages").mkdir(parents=True)
+    assert stage.checkout_head(tmp_path) == head
+    assert stage.checkout_head(tmp_path / "lib/site-packages") is None
+    assert stage.git_state(tmp_path / "lib/site-packages") == (None, None)
+    assert stage.checkout_head(tmp_path.parent / "nowhere") is None

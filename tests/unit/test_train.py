@@ -95,7 +95,32 @@ def test_run_folder_holds_config_metrics_summary_manifest_log(first_run):
     assert (config["model"]["name"], config["dtype"]["name"]) == ("llama31_debug", "fp32")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["versions"]["torch"] and manifest["accelerator"]["device_name"] == "cpu"
-    assert "step:   12" in (run_dir / "train.log").read_text()
+    log_text = (run_dir / "train.log").read_text()
+    assert "step:   12" in log_text
+    # Seed 003 reads step times with `grep train_step_timing`: NeMo's name, the same figure.
+    timing = [line for line in log_text.splitlines() if "train_step_timing in s: " in line]
+    assert len(timing) == 12 and f"in s: {lines[-1]['step_time_s']:.3f}" in timing[-1]
+    assert "mfu(bf16 peak)" not in log_text  # an fp32 run has no second peak
+
+
+def test_an_fp8_step_line_shows_mfu_against_both_peaks():
+    from recipes.callbacks.benchmark import format_line
+
+    record = {
+        "step": 3,
+        "loss": 7.5,
+        "grad_norm": 1.25,
+        "memory_gib": 61.2,
+        "memory_pct": 77.4,
+        "step_time_s": 1.5,
+        "tokens_per_s_per_gpu": 5461.3,
+        "tflops_per_gpu": 1000.0,
+        "mfu": 0.2528,
+        "mfu_vs_bf16_peak": 0.5056,
+    }
+    line = format_line(record)
+    assert line.endswith("tflops: 1,000.00  mfu: 25.28%  mfu(bf16 peak): 50.56%")
+    assert "train_step_timing in s: 1.500  tps: 5,461" in line
 
 
 def test_second_run_gets_a_new_folder_and_leaves_the_first_alone(first_run, compose_cfg):
@@ -125,6 +150,15 @@ def test_same_seed_same_losses(tmp_path, compose_cfg):
 
     assert losses(7) == losses(7)
     assert losses(7) != losses(8)
+
+
+def test_a_proxy_run_gets_no_time_to_train(first_run, tmp_path, compose_cfg):
+    """A proxy has fewer layers than its model: its speed is not the model's (seed 003)."""
+    cfg = compose_cfg("trainer.max_steps=3", "proxy=true", f"output_dir={tmp_path}")
+    summary = run(cfg)
+    assert summary["proxy"] is True and summary["time_to_train_1t_days"] is None
+    assert summary["tokens_per_s"] > 0
+    assert first_run[1]["time_to_train_1t_days"] > 0  # the same model, not a proxy
 
 
 def test_nan_marks_the_run_invalid_and_stops_it(tmp_path, compose_cfg):
@@ -189,9 +223,22 @@ def test_dry_run_plans_without_training(tmp_path, compose_cfg):
     assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "manifest.json", "plan.json"}
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["dtype"] == "bf16" and plan["params_total"] == 8_030_261_248
+    assert plan["params_per_shard"] == plan["params_total"]  # one GPU: no TP or PP shard
     assert plan["fits"] is False  # 8B with AdamW states on one 80 GiB GPU does not fit
     assert plan["step_time_s_at_mfu"]["0.40"] == pytest.approx(
         plan["model_flops_per_step"]["dgxc"] / (989.4e12 * 0.4)
+    )
+    # Without a GPU here or named, the plan is this CPU's: it says how to plan for a GPU.
+    cpu = json.loads(
+        (
+            Path(run(compose_cfg("dry_run=true", f"output_dir={tmp_path}"))["run_dir"])
+            / "plan.json"
+        ).read_text()
+    )
+    assert cpu["dtype"] == "fp32" and cpu["peak"] is None and cpu["step_time_s_at_mfu"] == {}
+    assert (
+        "no GPU named to plan for" in cpu["note"]
+        and "cluster.gpu_type=<one of h100_sxm" in cpu["note"]
     )
 
 
@@ -304,6 +351,21 @@ def test_cli_multirun_checks_every_job_before_the_first_runs(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "configuration error: sweep job #1 of 2 (trainer.max_steps=0 output_dir=" in proc.stderr
     assert "trainer.max_steps=0 must be >= 1" in proc.stderr and "no job has run" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_slurm_sweep_refused_for_its_process_count_names_the_launcher_keys(tmp_path):
+    """A submitit job gets nodes x tasks_per_node processes (1 x 1 by default), not this
+    process's: the refusal says which keys give it more. Nothing reaches Slurm."""
+    proc = cli(
+        "-m", "cluster=slurm", "parallelism.tp=1,2", f"output_dir={tmp_path}/out", cwd=tmp_path
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "sweep job #1 of 2 (cluster=slurm parallelism.tp=2" in proc.stderr
+    assert (
+        "(each Slurm job of this sweep runs hydra.launcher.nodes=1 x "
+        "hydra.launcher.tasks_per_node=1 processes: set those to launch more)"
+    ) in proc.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ def memory_gib(device: torch.device) -> tuple[float, float | None]:
 
 
 def format_line(record: dict[str, Any]) -> str:
-    """One human line per step, torchtitan style."""
+    """One human line per step, torchtitan style; the step time under NeMo's name (seed 003:
+    ``grep train_step_timing``), and for FP8 the MFU against the BF16 peak as well (torchtitan's
+    FP8 ``mfu`` is against the BF16 peak)."""
 
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}%"
@@ -53,12 +56,16 @@ def format_line(record: dict[str, Any]) -> str:
     mem = f"{record['memory_gib']:.2f}GiB"
     if record["memory_pct"] is not None:
         mem += f"({record['memory_pct']:.2f}%)"
-    return (
+    line = (
         f"step: {record['step']:>4}  loss: {record['loss']:8.4f}  "
         f"grad_norm: {record['grad_norm']:8.4f}  memory: {mem}  "
-        f"step_time: {record['step_time_s']:.3f}s  tps: {record['tokens_per_s_per_gpu']:,.0f}  "
+        f"train_step_timing in s: {record['step_time_s']:.3f}  "
+        f"tps: {record['tokens_per_s_per_gpu']:,.0f}  "
         f"tflops: {record['tflops_per_gpu']:,.2f}  mfu: {pct(record['mfu'])}"
     )
+    if "mfu_vs_bf16_peak" in record:
+        line += f"  mfu(bf16 peak): {pct(record['mfu_vs_bf16_peak'])}"
+    return line
 
 
 class BenchmarkCallback(L.Callback):
@@ -80,6 +87,9 @@ class BenchmarkCallback(L.Callback):
         self._lr = 0.0
         self._log_file: logging.Handler | None = None
         self.tracker: Logger | None = None
+        self.profiled: Callable[[int], bool] = lambda step: False
+        """Whether the profiler runs in a step (recipes.callbacks.profiling): such steps are
+        marked ``"profiled": true`` and left out of the summary's figures."""
 
     # -- run folder ---------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -139,6 +149,8 @@ class BenchmarkCallback(L.Callback):
             "memory_gib": used,
             "memory_pct": None if total is None else 100 * used / total,
         }
+        if self.profiled(record["step"]):
+            record["profiled"] = True
         self.records.append(record)
         if trainer.is_global_zero:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
@@ -193,6 +205,8 @@ class BenchmarkCallback(L.Callback):
             "resumed_from": self.resumed_from and str(self.resumed_from),
             **summary,
         }
+        if self.summary["proxy"]:  # fewer layers: its speed is not the model's (seed 003)
+            self.summary["time_to_train_1t_days"] = None
         if trainer.is_global_zero:
             device = metrics.device_name(self.cfg.cluster.accelerator)
             self.summary |= baseline_for(self.summary, self.cfg, device)

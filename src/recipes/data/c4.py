@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from functools import partial
 from itertools import islice
@@ -15,6 +16,8 @@ from omegaconf import DictConfig
 
 from recipes.data.packing import Documents
 from recipes.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
 DOCS_PER_BATCH = 128
@@ -28,6 +31,11 @@ def find_shards(path: str, split: str) -> list[Path]:
     any other folder gives all its json(.gz) files.
     """
     where = Path(path).expanduser()
+    if where.is_dir() and not _shard_files(where) and _shard_files(where / "en"):
+        # The root of an allenai/c4 clone (seed 001's dataset_path = "/data/c4/"): its English
+        # variant, as torchtitan's loader picks it (load_dataset(path, name="en")).
+        log.info("data.path=%s is an allenai/c4 clone: reading its en/ shards", path)
+        where = where / "en"
     if where.is_dir():
         shards = sorted(p for p in where.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
         if any(p.name.startswith("c4-") for p in shards):
@@ -40,6 +48,10 @@ def find_shards(path: str, split: str) -> list[Path]:
     if not shards:
         raise ConfigError(_no_shards(path, split, where))
     return shards
+
+
+def _shard_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.name.endswith(SUFFIXES) for p in folder.iterdir())
 
 
 def _no_shards(path: str, split: str, where: Path) -> str:

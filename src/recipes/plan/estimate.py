@@ -2,9 +2,9 @@
 
 Memory per rank (mixed-precision AdamW, FSDP/ZeRO-3 sharding over ``dp_shard``)::
 
-    params_per_rank = (layers_per_stage * block_params + embedding and/or output head) / tp
-    model_states    = params_per_rank * 16 B / dp_shard   # fp32 master, fp32 grad, Adam m and v
-    gathered        = 2 blocks of params_per_rank, unsharded in the compute dtype (prefetch)
+    params_per_shard = (layers_per_stage * block_params + embedding and/or output head) / tp
+    model_states     = params_per_shard * 16 B / dp_shard   # fp32 master, fp32 grad, Adam m, v
+    gathered         = 2 blocks of params_per_shard, unsharded in the compute dtype (prefetch)
     activations     = layers_per_stage * in_flight * a_block * (s / cp) * mbs * bytes
     a_block         = 6 h + 2 h_kv + 4 F elements saved per token and block (fused attention,
                       no recompute): norm in/out x2, q, k, v, attention out, 4 SwiGLU tensors;
@@ -67,7 +67,7 @@ def memory_per_rank(cfg: DictConfig, layout: Layout) -> dict[str, float]:
     }
     gib = {name: value / GIB for name, value in parts.items()}
     gib["total"] = sum(gib.values())
-    gib["params_per_rank"] = params
+    gib["params_per_shard"] = params
     return gib
 
 
@@ -112,6 +112,16 @@ def step_time_at_mfu(flops_per_step: float, world: int, peak: metrics.Peak | Non
     }
 
 
+def _no_peak_note(gpu: str | None, dtype: str) -> str:
+    if gpu is None:  # planned for this machine, which has no GPU
+        return (
+            "no GPU named to plan for, so no peak FLOPS, step times or memory capacity: add "
+            f"cluster.gpu_type=<one of {', '.join(metrics.DEVICE_MEMORY_GIB)}> (dtype=auto then "
+            "plans bf16), or cluster.peak_tflops=<dense TFLOPS per device>"
+        )
+    return metrics.peak_unknown_reason(gpu, dtype)
+
+
 def plan(cfg: DictConfig, layout: Layout) -> dict:
     """The dry-run plan: layout, parameters, memory, FLOPs and step time predictions."""
     gpu = cfg.cluster.gpu_type
@@ -127,7 +137,8 @@ def plan(cfg: DictConfig, layout: Layout) -> dict:
         "gpu_type": gpu,
         "layout": {k: getattr(layout, k) for k in layout.__dataclass_fields__},
         "params_total": num_params(cfg.model),
-        "params_per_rank": memory.pop("params_per_rank"),
+        # One pipeline stage's tensor-parallel shard: what FSDP / the optimizer then shard.
+        "params_per_shard": memory.pop("params_per_shard"),
         "memory_gib": memory,
         "memory_capacity_gib": capacity_gib,
         "fits": None if capacity_gib is None else memory["total"] <= capacity_gib,
@@ -136,7 +147,7 @@ def plan(cfg: DictConfig, layout: Layout) -> dict:
         "flops_convention": "dgxc",
         "peak": None if peak is None else vars(peak),
         "step_time_s_at_mfu": step_time_at_mfu(flops["dgxc"], layout.world_size, peak),
-        "note": None if peak else metrics.peak_unknown_reason(gpu or "unknown", cfg.dtype.name),
+        "note": None if peak else _no_peak_note(gpu, cfg.dtype.name),
     }
 
 

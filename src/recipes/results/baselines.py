@@ -17,10 +17,26 @@ MATCH_KEYS = ("model", "dtype", "gpu_type", "num_gpus", "layers", "gbs", "seq_le
 """A row applies to a run only when every one of these that the row names equals the run's."""
 LAYOUT_KEYS = ("tp", "pp", "cp", "vp", "micro_batch_size")
 """Named when they differ but never matched on: the layout is what a run tunes against a row."""
-FIGURES = ("step_time_s", "tokens_per_s", "mfu")
-"""Figures compared; the run's side is its last step's, as the baselines' (seed 003) are."""
+SETUP_KEYS = ("fp8_recipe", "compile")
+"""Also named when they differ but never matched on: how the row's figures were produced
+(``fp8_recipe`` is compared for fp8 rows only; ``compile`` is torch.compile on or off)."""
+FIGURES = (
+    "step_time_s",
+    "tokens_per_s",
+    "tokens_per_s_per_gpu",
+    "tflops_per_gpu",
+    "mfu",
+    "memory_gib",
+)
+"""Figures compared; the run's side is its last step's, as the baselines' (seed 003) are
+(``memory_gib``: the run's peak reserved memory per GPU)."""
 REQUIRED = ("source", "model", "dtype", "gpu_type", "num_gpus", "step_time_s")
-"""Keys every row needs, in the row or at the top of its file."""
+"""Keys every row needs, in the row or at the top of its file. A row whose source publishes no
+step time and not enough to derive one exactly may leave ``step_time_s`` out only by saying why
+in ``step_time_s_absent``."""
+MFU_PEAKS = ("bf16", "fp8")
+"""What a row's ``mfu_peak`` may name besides a number (dense TFLOPS per GPU): the peak of that
+dtype on the row's GPU type. Without ``mfu_peak`` a row's MFU is against its own dtype's peak."""
 
 
 class BaselineError(ValueError):
@@ -49,6 +65,9 @@ class RunFacts:
     seq_len: int | None
     device: str | None = None
     layout: Mapping[str, int | None] = field(default_factory=dict)
+    setup: Mapping[str, Any] = field(default_factory=dict)
+    """SETUP_KEYS as the run's config says: ``fp8_recipe`` (None unless an fp8 run), ``compile``
+    (a backend without the key does not compile); None throughout without a config."""
 
 
 def base_dtype(dtype: str | None) -> str | None:
@@ -76,17 +95,27 @@ def _parse(path: Path, workload: str, name: str) -> list[Baseline]:
     rows = []
     for i, raw in enumerate(data["rows"]):
         row = common | (raw if isinstance(raw, dict) else {})
-        missing = [k for k in REQUIRED if row.get(k) is None]
+        missing = [k for k in REQUIRED if row.get(k) is None and not _excused(k, row)]
         if missing:
             raise BaselineError(
                 f"{path}: rows[{i}] lacks {', '.join(missing)}; give every row "
-                f"{', '.join(REQUIRED)} (in the row, or at the top of the file for all rows)"
+                f"{', '.join(REQUIRED)} (in the row, or at the top of the file for all rows; "
+                "a row whose source gives no step time says why in step_time_s_absent)"
             )
-        nested = [k for k in (*MATCH_KEYS, *LAYOUT_KEYS, *FIGURES) if _is_nested(row.get(k))]
+        keys = (*MATCH_KEYS, *LAYOUT_KEYS, *SETUP_KEYS, *FIGURES, "mfu_peak")
+        nested = [k for k in keys if _is_nested(row.get(k))]
         if nested:
             raise BaselineError(
                 f"{path}: rows[{i}] {', '.join(nested)} must be a single value, not a list or "
                 "mapping; write one row per value"
+            )
+        if all(row.get(k) is None for k in FIGURES):
+            raise BaselineError(f"{path}: rows[{i}] gives none of {', '.join(FIGURES)}")
+        if not _valid_peak(row.get("mfu_peak")):
+            raise BaselineError(
+                f"{path}: rows[{i}] mfu_peak is {row['mfu_peak']!r}; give "
+                f"{' or '.join(MFU_PEAKS)} (that dtype's peak on the row's gpu_type) or the dense "
+                "peak TFLOPS per GPU that the row's MFU was measured against"
             )
         rows.append(Baseline(workload, name, row | {"dtype": base_dtype(row["dtype"])}))
     return rows
@@ -96,17 +125,29 @@ def _is_nested(value: Any) -> bool:
     return isinstance(value, (list, dict))
 
 
+def _excused(key: str, row: Mapping[str, Any]) -> bool:
+    return key == "step_time_s" and bool(row.get("step_time_s_absent"))
+
+
+def _valid_peak(peak: Any) -> bool:
+    if peak is None or peak in MFU_PEAKS:
+        return True
+    return isinstance(peak, (int, float)) and not isinstance(peak, bool) and peak > 0
+
+
 def run_facts(
     summary: Mapping[str, Any], config: Mapping[str, Any] | None, device_name: str | None
 ) -> RunFacts:
     """A run's facts from its summary, its resolved config (None when absent) and the name of
     its device (torch's, e.g. ``NVIDIA H100 80GB HBM3``, or a peak-table key)."""
+    has_config = bool(config)
     config = config or {}
     model, trainer = config.get("model") or {}, config.get("trainer") or {}
-    par = config.get("parallelism") or {}
+    par, dtype_cfg = config.get("parallelism") or {}, config.get("dtype") or {}
+    dtype = base_dtype(summary.get("dtype") or dtype_cfg.get("name"))
     return RunFacts(
         model=summary.get("model") or model.get("name"),
-        dtype=base_dtype(summary.get("dtype") or (config.get("dtype") or {}).get("name")),
+        dtype=dtype,
         gpu_type=metrics.device_key(device_name) if device_name else None,
         num_gpus=summary.get("num_gpus"),
         layers=model.get("n_layers"),
@@ -115,6 +156,10 @@ def run_facts(
         device=device_name,
         layout={k: par.get(k) for k in LAYOUT_KEYS[:-1]}
         | {"micro_batch_size": trainer.get("micro_batch_size")},
+        setup={
+            "fp8_recipe": dtype_cfg.get("fp8_recipe") if dtype == "fp8" else None,
+            "compile": bool((config.get("backend") or {}).get("compile")) if has_config else None,
+        },
     )
 
 
@@ -161,12 +206,22 @@ def compare(baseline: Baseline, measured: Mapping[str, float | None], facts: Run
         "file": baseline.file,
         "match": {k: row[k] for k in MATCH_KEYS if row.get(k) is not None},
         **{k: row.get(k) for k in FIGURES},
+        "mfu_peak": mfu_peak(baseline),
+        "step_time_s_absent": row.get("step_time_s_absent"),
         "time_to_train_1t_days": row.get("time_to_train_1t_days"),
         "proxy": bool(row.get("proxy", False)),
+        "setup": {k: row[k] for k in SETUP_KEYS if row.get(k) is not None},
         "measured": {k: measured.get(k) for k in FIGURES},
         "ratio": {k: _ratio(measured.get(k), row.get(k)) for k in FIGURES},
         "layout_differs": _layout_differences(row, facts.layout),
+        "setup_differs": _setup_differences(row, facts.setup),
     }
+
+
+def mfu_peak(baseline: Baseline) -> str | float:
+    """What the row's MFU is a fraction of: a dtype (its dense peak on the row's gpu_type) or
+    a peak in TFLOPS per GPU; a row that names none is measured against its own dtype's peak."""
+    return baseline.row.get("mfu_peak") or baseline.row["dtype"]
 
 
 def _ratio(measured: float | None, expected: float | None) -> float | None:
@@ -181,13 +236,39 @@ def _layout_differences(row: Mapping[str, Any], layout: Mapping[str, int | None]
     }
 
 
-def measured_figures(summary: Mapping[str, Any]) -> dict[str, float | None]:
-    """The run's side of the comparison: its last step's figures (seed 003 reads the last)."""
+def _setup_differences(row: Mapping[str, Any], setup: Mapping[str, Any]) -> dict:
+    named = [k for k in SETUP_KEYS if row.get(k) is not None]
+    if row.get("dtype") != "fp8":
+        named = [k for k in named if k != "fp8_recipe"]
+    return {k: {"run": setup.get(k), "baseline": row[k]} for k in named if setup.get(k) != row[k]}
+
+
+def measured_figures(
+    summary: Mapping[str, Any], peak: str | float | None = None
+) -> dict[str, float | None]:
+    """The run's side of the comparison: its last step's figures (seed 003 reads the last).
+    ``peak`` is what the row's MFU is a fraction of (see :func:`mfu_peak`); the run's MFU is
+    then taken against the same peak, so FP8 runs compare like for like with rows measured
+    against the BF16 peak (torchtitan's convention)."""
     return {
         "step_time_s": summary.get("step_time_s_last"),
         "tokens_per_s": summary.get("tokens_per_s"),
-        "mfu": summary.get("mfu"),
+        "tokens_per_s_per_gpu": summary.get("tokens_per_s_per_gpu"),
+        "tflops_per_gpu": summary.get("tflops_per_gpu"),
+        "mfu": _mfu_against(summary, peak),
+        "memory_gib": summary.get("memory_gib_peak"),
     }
+
+
+def _mfu_against(summary: Mapping[str, Any], peak: str | float | None) -> float | None:
+    if peak is None or peak == base_dtype(summary.get("dtype")):
+        return summary.get("mfu")  # the run's MFU is against its own dtype's peak
+    if peak == "bf16":
+        return summary.get("mfu_vs_bf16_peak")
+    if isinstance(peak, (int, float)):
+        tflops = summary.get("tflops_per_gpu")
+        return None if tflops is None else tflops / peak
+    return None  # e.g. a bf16 run against an FP8 peak: nothing the run measured
 
 
 def baseline_for(
@@ -207,4 +288,5 @@ def baseline_for(
     row, why = find_baseline(facts, baselines)
     if row is None:
         return {"baseline": None, "baseline_note": why}
-    return {"baseline": compare(row, measured_figures(summary), facts), "baseline_note": None}
+    measured = measured_figures(summary, mfu_peak(row))
+    return {"baseline": compare(row, measured, facts), "baseline_note": None}

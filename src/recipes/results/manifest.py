@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from recipes.stage import checkout_head
+
 PACKAGES = ("recipes", "torch", "lightning", "hydra-core", "omegaconf", "torchao", "megatron-core")
 ENV_PREFIXES = (
     "SLURM_",
@@ -38,20 +40,11 @@ ENV_NAMES = (
 
 
 def git_sha() -> str | None:
-    """Commit of the code that runs: RECIPES_GIT_SHA (set when staged), else the source checkout."""
+    """Commit of the code that runs: RECIPES_GIT_SHA (set when staged), else that of the source
+    checkout this package runs from (an editable install); None for an installed copy."""
     if sha := os.environ.get("RECIPES_GIT_SHA"):
         return sha
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
+    return checkout_head(Path(__file__).resolve().parents[3])  # <root>/src/recipes/results
 
 
 def package_versions() -> dict[str, str | None]:

@@ -20,7 +20,13 @@ from omegaconf import OmegaConf
 
 from recipes import metrics
 from recipes.plan.layout import Layout, resolve_layout
-from recipes.results.baselines import Baseline, BaselineError, baseline_for, load_baselines
+from recipes.results.baselines import (
+    FIGURES,
+    Baseline,
+    BaselineError,
+    baseline_for,
+    load_baselines,
+)
 from recipes.results.run_dir import file_in_the_way
 
 RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "plan.json")
@@ -42,12 +48,9 @@ FIGURE_KEYS = (
 """Figures read from summary.json (from metrics.jsonl's last step for a run without one)."""
 BASELINE_COLUMNS = (
     "baseline_source",
-    "baseline_step_time_s",
-    "baseline_tokens_per_s",
-    "baseline_mfu",
-    "ratio_step_time_s",
-    "ratio_tokens_per_s",
-    "ratio_mfu",
+    *(f"baseline_{k}" for k in FIGURES),
+    "baseline_mfu_peak",
+    *(f"ratio_{k}" for k in FIGURES),
     "baseline_note",
 )
 PLOT_FILES = ("loss.png", "step_time.png", "tokens_per_s_per_gpu.png")
@@ -324,19 +327,19 @@ def _baseline_columns(
     found = result["baseline"]
     if found is None:
         return empty | {"baseline_note": result["baseline_note"]}
-    ratio = found["ratio"]
-    differs = ", ".join(
-        f"{k}={v['run']} (baseline {v['baseline']})" for k, v in found["layout_differs"].items()
-    )
+    kinds = {"layout": found["layout_differs"], "setup": found["setup_differs"]}
+    notes = [
+        f"{kind} differs: "
+        + ", ".join(f"{k}={v['run']} (baseline {v['baseline']})" for k, v in differs.items())
+        for kind, differs in kinds.items()
+        if differs
+    ]
     return {
         "baseline_source": f"{found['source']} ({found['file']})",
-        "baseline_step_time_s": found["step_time_s"],
-        "baseline_tokens_per_s": found["tokens_per_s"],
-        "baseline_mfu": found["mfu"],
-        "ratio_step_time_s": ratio["step_time_s"],
-        "ratio_tokens_per_s": ratio["tokens_per_s"],
-        "ratio_mfu": ratio["mfu"],
-        "baseline_note": f"layout differs: {differs}" if differs else None,
+        **{f"baseline_{k}": found[k] for k in FIGURES},
+        "baseline_mfu_peak": found["mfu_peak"],
+        **{f"ratio_{k}": found["ratio"][k] for k in FIGURES},
+        "baseline_note": "; ".join(notes) or None,
     }
 
 
@@ -418,6 +421,8 @@ def _valid(row: dict) -> str:
 
 def _vs_baseline(row: dict) -> str:
     ratio = row["ratio_tokens_per_s"]
+    if ratio is None:  # a row that gives tokens/s per GPU only (torchtitan's tps)
+        ratio = row["ratio_tokens_per_s_per_gpu"]
     if ratio is None:
         return ""
     return f"{ratio:.2f}x" + (f" ({row['baseline_note']})" if row["baseline_note"] else "")
@@ -449,8 +454,10 @@ def _notes(rows: list[dict]) -> list[str]:
         "MFU: model FLOPs (dgxc convention, seed 003) against the dense peak of the run's dtype "
         "(FP8 runs: the FP8 peak); n/a where the device's peak is unknown. The CSV adds "
         "mfu_vs_bf16_peak and mfu_causal.",
-        "vs baseline: tokens/s measured / expected for the same model, dtype, GPU type, GPU "
-        "count, layers and GBS; the CSV has step time and MFU ratios and why a run has none.",
+        "vs baseline: tokens/s (or tokens/s/GPU where the baseline gives only that) measured / "
+        "expected for the same model, dtype, GPU type, GPU count, layers and GBS, with any "
+        "layout, torch.compile or FP8 recipe difference; the CSV has the other ratios (MFU "
+        "against the baseline's own peak) and why a run has none.",
     ]
     sources = sorted({r["baseline_source"] for r in rows if r["baseline_source"]})
     return [f"- {n}" for n in notes] + [f"- baseline: {s}" for s in sources]
@@ -504,17 +511,22 @@ def _line_plot(figure: Any, runs: list[Run], key: str, label: str, path: Path) -
     return path
 
 
+def _expected_per_gpu(row: dict) -> float | None:
+    """The baseline's tokens/s per GPU: as given, or its tokens/s over the run's GPU count."""
+    if row["baseline_tokens_per_s_per_gpu"]:
+        return row["baseline_tokens_per_s_per_gpu"]
+    if row["baseline_tokens_per_s"] and row["num_gpus"]:
+        return row["baseline_tokens_per_s"] / row["num_gpus"]
+    return None
+
+
 def _bar_plot(figure: Any, rows: list[dict], path: Path) -> Path:
     shown = [r for r in rows if r["tokens_per_s_per_gpu"] is not None]
     fig = figure(figsize=(9, 1.5 + 0.4 * len(shown)), layout="constrained")
     ax = fig.add_subplot()
     ys = range(len(shown))
     ax.barh(ys, [r["tokens_per_s_per_gpu"] for r in shown], label="measured (last step)")
-    expected = [
-        (y, r["baseline_tokens_per_s"] / r["num_gpus"])
-        for y, r in zip(ys, shown, strict=True)
-        if r["baseline_tokens_per_s"] and r["num_gpus"]
-    ]
+    expected = [(y, v) for y, r in zip(ys, shown, strict=True) if (v := _expected_per_gpu(r))]
     if expected:
         ax.scatter([v for _, v in expected], [y for y, _ in expected], marker="D", label="baseline")
     labels = [r["run"] + ("" if r["valid"] else f" ({r['status']})") for r in shown]

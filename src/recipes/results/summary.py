@@ -67,8 +67,12 @@ def summarize(records: list[dict], shape: RunShape, *, timing_warmup_steps: int)
     """Summary of a finished (or stopped) run from its per-step records."""
     if not records:
         return {"steps": 0}
-    last = records[-1]
-    steady = [r["step_time_s"] for r in records[timing_warmup_steps:]] or [last["step_time_s"]]
+    # Steps run under the torch profiler (marked "profiled") are slower: the figures leave them
+    # out, unless every step was profiled.
+    timed = [r for r in records if not r.get("profiled")] or records
+    last = timed[-1]
+    unprofiled = [r for r in records[timing_warmup_steps:] if not r.get("profiled")]
+    steady = [r["step_time_s"] for r in unprofiled] or [last["step_time_s"]]
     mean = statistics.fmean(steady)
     figures = shape.figures(last["step_time_s"])
     summary = {
@@ -79,6 +83,7 @@ def summarize(records: list[dict], shape: RunShape, *, timing_warmup_steps: int)
         "step_time_s_min": min(steady),
         "step_time_s_max": max(steady),
         "steady_state_steps": len(steady),
+        "profiled_steps": [r["step"] for r in records if r.get("profiled")],
         **figures,
         "tokens_per_s_mean": shape.figures(mean)["tokens_per_s"],
         "mfu_mean": shape.figures(mean)["mfu"],
@@ -88,8 +93,8 @@ def summarize(records: list[dict], shape: RunShape, *, timing_warmup_steps: int)
         "peak": None if shape.peak is None else vars(shape.peak),
         "peak_note": shape.peak_note,
         "loss_first": records[0]["loss"],
-        "loss_last": last["loss"],
-        "grad_norm_last": last["grad_norm"],
+        "loss_last": records[-1]["loss"],
+        "grad_norm_last": records[-1]["grad_norm"],
         "memory_gib_peak": max(r["memory_gib"] for r in records),
     }
     return summary
