@@ -103,6 +103,24 @@ def test_run_folder_holds_config_metrics_summary_manifest_log(first_run):
     assert "mfu(bf16 peak)" not in log_text  # an fp32 run has no second peak
 
 
+LOSS_BASELINE = Path(__file__).parents[1] / "assets" / "losses" / "llama31_debug_cpu_fp32.json"
+
+
+def test_losses_match_the_recorded_baseline(first_run):
+    """The embedded default's 12 losses against those recorded (as torchtitan keeps
+    tests/assets/losses): a change to the model, its init, the data or the optimizer shows here
+    even when the loss still falls. Float noise across CPUs stays far below the tolerance.
+    After an intended change: RECIPES_WRITE_LOSS_BASELINE=1 rewrites the file."""
+    run_dir = Path(first_run[1]["run_dir"])
+    losses = [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    if os.environ.get("RECIPES_WRITE_LOSS_BASELINE") == "1":
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        record = {"config": "recipes-train trainer.max_steps=12", "seed": config["seed"]}
+        LOSS_BASELINE.write_text(json.dumps(record | {"losses": losses}, indent=2) + "\n")
+    expected = json.loads(LOSS_BASELINE.read_text())["losses"]
+    assert losses == pytest.approx(expected, rel=1e-5)
+
+
 def test_an_fp8_step_line_shows_mfu_against_both_peaks():
     from recipes.callbacks.benchmark import format_line
 
