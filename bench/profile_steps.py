@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     proxy = dataclasses.replace(proxy, steps=args.warmup + 1 + args.active)
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = compose([*proxy.overrides(), f"output_dir={args.runs_dir}"])
+    if cfg.profiling.enable:  # two torch profilers cannot run at once
+        ap.error("profiling.enable=true starts recipes-train's own profiler; drop it here")
 
     from recipes.train import run, setup_logging
 

@@ -476,6 +476,22 @@ def test_profile_steps_on_cpu(tmp_path, capsys):
     assert (out / "trace.json.gz").stat().st_size > 0 and (out / "profile.txt").is_file()
 
 
+def test_profile_steps_refuses_a_second_profiler(tmp_path, capsys):
+    argv = [
+        "--model",
+        "llama31_debug",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path),
+    ]
+    with pytest.raises(SystemExit) as stop:
+        profile_main([*argv, "--", "profiling.enable=true"])
+    assert stop.value.code == 2
+    assert "starts recipes-train's own profiler" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 # -- the GPU session's commands -----------------------------------------------------------------
 def test_performance_doc_commands_fit_the_device_tool():
     doc = (REPO / "docs" / "PERFORMANCE.md").read_text()

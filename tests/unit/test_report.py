@@ -340,3 +340,15 @@ def test_command_line_entry_point(results):
         [sys.executable, "-m", "recipes.results.report"], capture_output=True, text=True
     )
     assert usage.returncode == 2 and "PATH" in usage.stderr
+
+
+def test_a_run_without_summary_shows_its_last_step_not_run_under_the_profiler():
+    step = {"tokens_per_s": 100.0, "tokens_per_s_per_gpu": 50.0, "memory_gib": 1.0}
+    records = [
+        {"step": 1, "loss": 9.0, "step_time_s": 1.0, **step},
+        {"step": 2, "loss": 8.0, "step_time_s": 1.1, **step, "tokens_per_s": 90.0},
+        {"step": 3, "loss": 7.0, "step_time_s": 5.0, **step, "profiled": True},
+    ]
+    figures = report._figures_from_records(records)
+    assert (figures["step_time_s_last"], figures["tokens_per_s"]) == (1.1, 90.0)
+    assert (figures["steps"], figures["loss_last"]) == (3, 7.0)  # the loss is the last step's

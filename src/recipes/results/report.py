@@ -298,10 +298,11 @@ def _layout(run: Run, num_gpus: int | None) -> dict[str, int | None]:
 
 
 def _figures_from_records(records: list[dict]) -> dict[str, Any]:
-    """What a run without summary.json shows: its last logged step (no steady-state mean)."""
+    """What a run without summary.json shows: its last logged step (no steady-state mean), the
+    last one not run under the profiler for the timings, as the summary would take it."""
     if not records:
         return {}
-    last = records[-1]
+    last = ([r for r in records if not r.get("profiled")] or records)[-1]
     tokens = last.get("tokens_per_s")
     return {
         "steps": len(records),
@@ -309,7 +310,7 @@ def _figures_from_records(records: list[dict]) -> dict[str, Any]:
         **{k: last.get(k) for k in ("tokens_per_s", "tokens_per_s_per_gpu", "tflops_per_gpu")},
         **{k: last.get(k) for k in ("mfu", "mfu_vs_bf16_peak", "mfu_causal")},
         "memory_gib_peak": max((r.get("memory_gib") or 0 for r in records), default=None),
-        "loss_last": last.get("loss"),
+        "loss_last": records[-1].get("loss"),
         "time_to_train_1t_days": metrics.time_to_train_days(tokens_per_s=tokens)
         if tokens
         else None,
