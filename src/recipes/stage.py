@@ -134,7 +134,7 @@ class StageSettings:
                 f"{DEFAULT_TOKENIZER_REPO}, or none to skip the tokenizer"
             )
         return cls(
-            stage_path=Path(stage_path).expanduser().absolute(),
+            stage_path=where,
             container=container,
             image=env.get("CONTAINER_IMAGE", "").strip() or DEFAULT_IMAGE,
             torch_spec=env.get("TORCH_SPEC", "").strip() or "torch",

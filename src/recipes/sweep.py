@@ -26,9 +26,14 @@ def job_world_size(config: DictConfig) -> int:
     """The processes each job gets: submitit's nodes x tasks_per_node on Slurm, else this
     process's world (a local multirun runs its jobs here)."""
     launcher = config.hydra.launcher
-    if "submitit" in str(launcher.get("_target_", "")):
+    if on_submitit(launcher):
         return int(launcher.nodes) * int(launcher.tasks_per_node)
     return distributed.world_size()
+
+
+def on_submitit(launcher: DictConfig) -> bool:
+    """Whether the sweep's jobs go to Slurm through hydra-submitit-launcher."""
+    return "submitit" in str(launcher.get("_target_", ""))
 
 
 class CheckSweep(Callback):
@@ -59,7 +64,7 @@ def slurm_hint(config: DictConfig, err: ConfigError) -> str:
     """On Slurm a job's processes are the launcher's, not this process's: say which keys set
     them when the error is about how many there are."""
     launcher = config.hydra.launcher
-    if "submitit" not in str(launcher.get("_target_", "")) or "process" not in str(err):
+    if not on_submitit(launcher) or "process" not in str(err):
         return ""
     return (
         f" (each Slurm job of this sweep runs hydra.launcher.nodes={launcher.nodes} x "

@@ -31,13 +31,13 @@ def find_shards(path: str, split: str) -> list[Path]:
     any other folder gives all its json(.gz) files.
     """
     where = Path(path).expanduser()
-    if where.is_dir() and not _shard_files(where) and _shard_files(where / "en"):
-        # The root of an allenai/c4 clone (seed 001's dataset_path = "/data/c4/"): its English
-        # variant, as torchtitan's loader picks it (load_dataset(path, name="en")).
-        log.info("data.path=%s is an allenai/c4 clone: reading its en/ shards", path)
-        where = where / "en"
     if where.is_dir():
-        shards = sorted(p for p in where.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
+        shards = _shards_in(where)
+        if not shards and (english := _shards_in(where / "en")):
+            # The root of an allenai/c4 clone (seed 001's dataset_path = "/data/c4/"): its
+            # English variant, as torchtitan's loader picks it (load_dataset(path, name="en")).
+            log.info("data.path=%s is an allenai/c4 clone: reading its en/ shards", path)
+            where, shards = where / "en", english
         if any(p.name.startswith("c4-") for p in shards):
             shards = [p for p in shards if p.name.startswith(f"c4-{split}.")]
     elif where.is_file():
@@ -50,8 +50,11 @@ def find_shards(path: str, split: str) -> list[Path]:
     return shards
 
 
-def _shard_files(folder: Path) -> bool:
-    return folder.is_dir() and any(p.name.endswith(SUFFIXES) for p in folder.iterdir())
+def _shards_in(folder: Path) -> list[Path]:
+    """The json(.gz) files directly in ``folder``, sorted; none when it is not a folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
 
 
 def _no_shards(path: str, split: str, where: Path) -> str:

@@ -28,6 +28,7 @@ from recipes.results.baselines import (
     load_baselines,
 )
 from recipes.results.run_dir import file_in_the_way
+from recipes.results.summary import last_timed
 
 RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "plan.json")
 """A folder holding any of these is a run folder (one with plan.json and no summary: a dry run)."""
@@ -302,7 +303,7 @@ def _figures_from_records(records: list[dict]) -> dict[str, Any]:
     last one not run under the profiler for the timings, as the summary would take it."""
     if not records:
         return {}
-    last = ([r for r in records if not r.get("profiled")] or records)[-1]
+    last = last_timed(records)
     tokens = last.get("tokens_per_s")
     return {
         "steps": len(records),

@@ -63,14 +63,19 @@ class RunShape:
         )
 
 
+def last_timed(records: list[dict]) -> dict:
+    """The last step not run under the torch profiler (marked "profiled", slower), whose timings
+    are the run's headline; the last step when every step was profiled."""
+    return ([r for r in records if not r.get("profiled")] or records)[-1]
+
+
 def summarize(records: list[dict], shape: RunShape, *, timing_warmup_steps: int) -> dict:
     """Summary of a finished (or stopped) run from its per-step records."""
     if not records:
         return {"steps": 0}
     # Steps run under the torch profiler (marked "profiled") are slower: the figures leave them
     # out, unless every step was profiled.
-    timed = [r for r in records if not r.get("profiled")] or records
-    last = timed[-1]
+    last = last_timed(records)
     unprofiled = [r for r in records[timing_warmup_steps:] if not r.get("profiled")]
     steady = [r["step_time_s"] for r in unprofiled] or [last["step_time_s"]]
     mean = statistics.fmean(steady)
