@@ -243,6 +243,7 @@ def test_dry_run_plans_without_training(tmp_path, compose_cfg):
     assert plan["dtype"] == "bf16" and plan["params_total"] == 8_030_261_248
     assert plan["params_per_shard"] == plan["params_total"]  # one GPU: no TP or PP shard
     assert plan["fits"] is False  # 8B with AdamW states on one 80 GiB GPU does not fit
+    assert plan["fitting_layouts"] == []  # nor does any recomputation make it fit
     assert plan["step_time_s_at_mfu"]["0.40"] == pytest.approx(
         plan["model_flops_per_step"]["dgxc"] / (989.4e12 * 0.4)
     )

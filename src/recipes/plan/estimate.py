@@ -14,17 +14,22 @@ Memory per rank (mixed-precision AdamW, FSDP/ZeRO-3 sharding over ``dp_shard``):
 
 Step time is the compute-bound estimate ``flops_per_step / (world * peak * mfu)`` at a few
 stated MFU levels; the measured MFU of a real run says which level applies.
+
+A plan that does not fit the GPU lists layouts of the same world size that the same memory model
+fits (:func:`fitting_layouts`), as the overrides that pick them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 from omegaconf import DictConfig, OmegaConf
 
 from recipes import distributed, metrics
 from recipes.models.llama import num_params
-from recipes.plan.layout import Layout
+from recipes.errors import ConfigError
+from recipes.plan.layout import Layout, check_fits_model, divisors
 from recipes.results.manifest import build_manifest
 from recipes.results.run_dir import create_run_dir, write_json, write_new
 
@@ -35,16 +40,25 @@ MFU_LEVELS = (0.3, 0.4, 0.5)
 """MFU levels at which a dry run states the step time."""
 BYTES = {"fp32": 4, "bf16": 2, "fp8": 2}
 """Bytes per activation element and per gathered parameter for each dtype."""
+TP_MAX = 8
+"""Layouts a plan suggests keep tensor parallelism inside one node of 8 GPUs."""
+RECOMPUTE_ORDER = ("none", "selective", "full")
+"""backend.activation_checkpointing modes, from the least recomputation to the most."""
+SUGGESTIONS = 5
+"""How many fitting layouts a plan that does not fit lists."""
 
 
-def memory_per_rank(cfg: DictConfig, layout: Layout) -> dict[str, float]:
+def memory_per_rank(
+    cfg: DictConfig, layout: Layout, recompute: str | None = None
+) -> dict[str, float]:
     """Predicted peak memory of the busiest rank, by part, in GiB.
 
     Model states: native FSDP2 shards fp32 weights, gradients and AdamW state (16 bytes a
     parameter) over ``dp_shard x cp`` (the mesh it shards over); Megatron keeps bf16 weights
     and fp32 gradients whole on each rank and shards only the fp32 main weights and AdamW state
     (12 bytes) over ``dp x cp`` (its distributed optimizer). Activations: per layer and token,
-    what backward keeps under ``backend.activation_checkpointing``.
+    what backward keeps under ``backend.activation_checkpointing`` (or ``recompute``, a mode
+    to predict for instead).
     """
     model, trainer = cfg.model, cfg.trainer
     table = model.vocab_size * model.dim
@@ -57,12 +71,12 @@ def memory_per_rank(cfg: DictConfig, layout: Layout) -> dict[str, float]:
     tokens = trainer.seq_len / layout.cp * trainer.micro_batch_size
     micro_batches = trainer.global_batch_size // (trainer.micro_batch_size * layout.dp)
     in_flight = min(layout.pp, micro_batches)
-    saved, recompute = activations_per_token(cfg, layout)
+    saved, recomputed = activations_per_token(cfg, layout, recompute)
     megatron = cfg.backend.name == "megatron"
     parts = {
         "model_states": params * _state_bytes(cfg, layout),
         "gathered_params": 0 if megatron else 2 * block / layout.tp * width,
-        "activations": (layers_per_stage * in_flight * saved + recompute) * tokens * width,
+        "activations": (layers_per_stage * in_flight * saved + recomputed) * tokens * width,
         "logits": 2 * tokens * model.vocab_size / layout.tp * 4,
     }
     gib = {name: value / GIB for name, value in parts.items()}
@@ -84,7 +98,9 @@ def _state_bytes(cfg: DictConfig, layout: Layout) -> float:
     return whole + main / shards
 
 
-def activations_per_token(cfg: DictConfig, layout: Layout) -> tuple[float, float]:
+def activations_per_token(
+    cfg: DictConfig, layout: Layout, mode: str | None = None
+) -> tuple[float, float]:
     """Elements kept per token (a) for each layer until its backward, (b) once, for the one
     layer being recomputed (full checkpointing). No checkpointing keeps both norms' inputs and
     outputs, q, k, v, the attention output, and the FFN's four inner tensors; selective (native)
@@ -94,7 +110,7 @@ def activations_per_token(cfg: DictConfig, layout: Layout) -> tuple[float, float
     seq_split = tp if layout.sequence_parallel else 1
     everything = 4 * model.dim / seq_split + (2 * model.dim + 2 * kv_dim + 4 * model.ffn_dim) / tp
     block_input = model.dim / seq_split
-    mode = cfg.backend.activation_checkpointing
+    mode = mode or cfg.backend.activation_checkpointing
     if mode == "full":
         return block_input, everything
     if mode == "selective" and cfg.backend.name != "megatron":  # Megatron's: core attention
@@ -122,6 +138,70 @@ def _no_peak_note(gpu: str | None, dtype: str) -> str:
     return metrics.peak_unknown_reason(gpu, dtype)
 
 
+def fitting_layouts(cfg: DictConfig, layout: Layout, capacity_gib: float) -> list[dict]:
+    """Up to SUGGESTIONS layouts of ``layout.world_size`` ranks whose predicted memory fits
+    ``capacity_gib``, each as the overrides that pick it (what differs from ``cfg``) and its
+    predicted GiB.
+
+    Searched: tp up to TP_MAX (one node) with sequence parallelism, every pp that divides the
+    layers (vp 1), cp, and the recompute modes, each checked by the layout's and the backend's
+    own rules for this model and global batch; data parallelism (FSDP, dp_replicate 1) takes the
+    rest. Order: least recomputation (none, selective, full), then the fewest model-parallel
+    ranks (tp x pp x cp), then the fewest pipeline stages. Communication is not modelled.
+    """
+    from recipes.backends import get_backend
+
+    backend = get_backend(cfg.backend.name)
+    model, world = cfg.model, layout.world_size
+    heads = math.gcd(model.n_heads, model.n_kv_heads, model.ffn_dim)
+    shapes = sorted(
+        (RECOMPUTE_ORDER.index(mode), tp * pp * cp, pp, cp, tp, mode)
+        for tp in divisors(heads)
+        if tp <= TP_MAX and world % tp == 0
+        for pp in divisors(model.n_layers)
+        if world % (tp * pp) == 0
+        for cp in divisors(world // (tp * pp))
+        for mode in RECOMPUTE_ORDER
+    )
+    found: list[dict] = []
+    for *_, pp, cp, tp, mode in shapes:
+        shard = world // (tp * pp * cp)
+        candidate = Layout(world, 1, shard, tp, pp, 1, cp, tp > 1, layout.pp_schedule)
+        try:
+            check_fits_model(candidate, cfg)
+            backend.validate(cfg, candidate)
+        except ConfigError:
+            continue
+        total = memory_per_rank(cfg, candidate, mode)["total"]
+        if total > capacity_gib:
+            continue
+        found.append({"overrides": _overrides(cfg, candidate, mode), "memory_gib": total})
+        if len(found) == SUGGESTIONS:
+            break
+    return found
+
+
+def _overrides(cfg: DictConfig, layout: Layout, recompute: str) -> str:
+    """The command-line overrides that turn ``cfg``'s layout into ``layout``."""
+    par = cfg.parallelism
+    wanted = {
+        "parallelism.dp_replicate": (par.dp_replicate, 1),
+        "parallelism.dp_shard": (par.dp_shard, -1),
+        "parallelism.tp": (par.tp, layout.tp),
+        "parallelism.pp": (par.pp, layout.pp),
+        "parallelism.vp": (par.vp, 1),
+        "parallelism.cp": (par.cp, layout.cp),
+        "parallelism.sequence_parallel": (par.sequence_parallel, layout.sequence_parallel),
+        "backend.activation_checkpointing": (cfg.backend.activation_checkpointing, recompute),
+    }
+    changed = [
+        f"{key}={str(new).lower() if isinstance(new, bool) else new}"
+        for key, (old, new) in wanted.items()
+        if old != new
+    ]
+    return " ".join(changed) or "(this layout)"
+
+
 def plan(cfg: DictConfig, layout: Layout) -> dict:
     """The dry-run plan: layout, parameters, memory, FLOPs and step time predictions."""
     gpu = cfg.cluster.gpu_type
@@ -131,6 +211,7 @@ def plan(cfg: DictConfig, layout: Layout) -> dict:
     )
     memory = memory_per_rank(cfg, layout)
     capacity_gib = metrics.DEVICE_MEMORY_GIB.get(metrics.device_key(gpu or "") or "")
+    fits = None if capacity_gib is None else memory["total"] <= capacity_gib
     return {
         "model": cfg.model.name,
         "dtype": cfg.dtype.name,
@@ -141,7 +222,9 @@ def plan(cfg: DictConfig, layout: Layout) -> dict:
         "params_per_shard": memory.pop("params_per_shard"),
         "memory_gib": memory,
         "memory_capacity_gib": capacity_gib,
-        "fits": None if capacity_gib is None else memory["total"] <= capacity_gib,
+        "fits": fits,
+        # Only for a plan that does not fit: what would, on the same GPUs.
+        "fitting_layouts": fitting_layouts(cfg, layout, capacity_gib) if fits is False else None,
         "tokens_per_step": cfg.trainer.seq_len * cfg.trainer.global_batch_size,
         "model_flops_per_step": flops,
         "flops_convention": "dgxc",
@@ -149,6 +232,24 @@ def plan(cfg: DictConfig, layout: Layout) -> dict:
         "step_time_s_at_mfu": step_time_at_mfu(flops["dgxc"], layout.world_size, peak),
         "note": None if peak else _no_peak_note(gpu, cfg.dtype.name),
     }
+
+
+def _not_fitting(result: dict) -> str:
+    """What a plan that does not fit says, and what would fit instead."""
+    head = (
+        f"predicted {result['memory_gib']['total']:.1f} GiB per GPU exceeds the "
+        f"{result['gpu_type']}'s {result['memory_capacity_gib']} GiB"
+    )
+    if not result["fitting_layouts"]:
+        return (
+            f"{head}, and no layout of {result['layout']['world_size']} GPUs is predicted to fit "
+            "this model, global batch and sequence; plan for more GPUs (cluster.num_gpus) or a "
+            "shorter trainer.seq_len / smaller trainer.micro_batch_size"
+        )
+    found = "; ".join(
+        f"{f['overrides']} ({f['memory_gib']:.1f} GiB)" for f in result["fitting_layouts"]
+    )
+    return f"{head}; layouts predicted to fit (plan.json fitting_layouts): {found}"
 
 
 def dry_run(cfg: DictConfig, layout: Layout) -> dict:
@@ -162,4 +263,6 @@ def dry_run(cfg: DictConfig, layout: Layout) -> dict:
     write_json(run_dir / "manifest.json", build_manifest(layout.world_size))
     write_json(run_dir / "plan.json", result)
     log.info("dry run plan written to %s", run_dir / "plan.json")
+    if result["fits"] is False:
+        log.warning(_not_fitting(result))
     return {"run_dir": str(run_dir), **result}
