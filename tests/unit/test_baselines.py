@@ -58,7 +58,7 @@ def seed003_summary(cfg, step_times: list[float], num_gpus: int = 576, device: s
 
 @pytest.fixture(scope="module")
 def cfg_405b_fp8(compose_cfg):
-    return compose_cfg("+experiment=llama31_405b_576gpu_h100", "dtype=fp8")
+    return compose_cfg("+experiment=llama31_405b_576gpu_h100_fp8")
 
 
 def test_shipped_baselines_load_with_file_level_keys_merged():
@@ -106,23 +106,21 @@ def test_405b_fp8_on_576_h100_matches_the_576_gpu_fp8_row(cfg_405b_fp8):
 
 @pytest.mark.parametrize("dtype", ["fp8_delayed", "fp8_rowwise"])
 def test_every_fp8_recipe_counts_as_fp8(dtype, compose_cfg):
-    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100", f"dtype={dtype}")
+    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100_fp8", f"dtype={dtype}")
     summary = seed003_summary(cfg, [11.24] * 3) | {"dtype": dtype}
     found = bl.baseline_for(summary, cfg, H100)["baseline"]
     assert found["match"]["dtype"] == "fp8" and found["step_time_s"] == 11.24
 
 
 def test_bf16_and_other_scales_pick_their_own_row(compose_cfg):
-    cfg = compose_cfg(
-        "+experiment=llama31_405b_576gpu_h100", "dtype=bf16", "trainer.global_batch_size=504"
-    )
+    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100_bf16", "trainer.global_batch_size=504")
     found = bl.baseline_for(seed003_summary(cfg, [17.52] * 3, num_gpus=1152), cfg, H100)
     assert found["baseline"]["match"]["num_gpus"] == 1152
     assert found["baseline"]["ratio"]["step_time_s"] == pytest.approx(1.0)
 
 
 def test_proxy_scale_matches_on_layers(compose_cfg):
-    cfg = compose_cfg("+experiment=llama31_405b_32gpu_h100", "dtype=fp8")
+    cfg = compose_cfg("+experiment=llama31_405b_32gpu_h100_fp8")
     found = bl.baseline_for(seed003_summary(cfg, [5.8] * 3, num_gpus=32), cfg, H100)["baseline"]
     assert found["match"]["layers"] == 7 and found["proxy"] is True
     assert found["layout_differs"] == {}  # the row's `vp: null` is the config's vp=1
@@ -163,7 +161,7 @@ def test_run_without_config_cannot_claim_the_layers(cfg_405b_fp8):
 
 def test_a_different_layout_still_compares_and_names_the_difference(compose_cfg):
     cfg = compose_cfg(
-        "+experiment=llama31_405b_576gpu_h100", "dtype=fp8", "parallelism.pp=18", "parallelism.vp=7"
+        "+experiment=llama31_405b_576gpu_h100_fp8", "parallelism.pp=18", "parallelism.vp=7"
     )
     found = bl.baseline_for(seed003_summary(cfg, [11.0] * 3), cfg, H100)["baseline"]
     assert found["layout_differs"] == {"pp": {"run": 18, "baseline": 9}}
@@ -260,7 +258,9 @@ def rows_8b() -> dict[tuple, dict]:
 
 @pytest.fixture(scope="module")
 def cfg_8b(compose_cfg):
-    return lambda *overrides: compose_cfg("+experiment=llama31_8b_8gpu_h100", *overrides)
+    return lambda dtype, *overrides: compose_cfg(
+        f"+experiment=llama31_8b_8gpu_h100_{dtype}", *overrides
+    )
 
 
 def test_8b_rows_hold_the_seed_figures_and_nothing_they_do_not_give():
@@ -297,7 +297,7 @@ def test_8b_mfu_peaks_follow_from_the_seed_figures():
 
 
 def test_8b_bf16_on_32_h100_is_compared_per_gpu_with_seed_000(cfg_8b):
-    cfg = cfg_8b("dtype=bf16")
+    cfg = cfg_8b("bf16")
     summary = seed003_summary(cfg, [3.0, 2.0, 1.9], num_gpus=32)
     found = bl.baseline_for(summary, cfg, H100)["baseline"]
     assert found["match"] == {
@@ -318,7 +318,7 @@ def test_8b_bf16_on_32_h100_is_compared_per_gpu_with_seed_000(cfg_8b):
 
 
 def test_8b_on_a_gpu_count_the_seeds_do_not_give_has_no_row(cfg_8b):
-    cfg = cfg_8b("dtype=bf16")
+    cfg = cfg_8b("bf16")
     note = bl.baseline_for(seed003_summary(cfg, [1.0] * 3, num_gpus=8), cfg, H100)["baseline_note"]
     assert note == "no baseline for num_gpus=8 (the rows that match so far have num_gpus 32)"
 
@@ -337,7 +337,7 @@ def test_8b_on_a_gpu_count_the_seeds_do_not_give_has_no_row(cfg_8b):
 def test_8b_fp8_mfu_is_against_the_bf16_peak_and_setup_differences_are_named(
     cfg_8b, overrides, differs
 ):
-    cfg = cfg_8b("dtype=fp8", *overrides)
+    cfg = cfg_8b("fp8", *overrides)
     summary = seed003_summary(cfg, [2.0, 1.5, 1.5], num_gpus=32)
     found = bl.baseline_for(summary, cfg, H100)["baseline"]
     assert found["match"]["dtype"] == "fp8" and found["mfu_peak"] == "bf16"
@@ -351,7 +351,7 @@ def test_8b_fp8_mfu_is_against_the_bf16_peak_and_setup_differences_are_named(
 
 @pytest.mark.parametrize(("device", "num_gpus"), [(GB200, 68), (GB200, 12), (B200, 16)])
 def test_seed_001_mfu_is_compared_against_the_peak_it_was_measured_with(cfg_8b, device, num_gpus):
-    cfg = cfg_8b("dtype=bf16")
+    cfg = cfg_8b("bf16")
     summary = seed003_summary(cfg, [2.0, 1.0], num_gpus=num_gpus, device=device)
     found = bl.baseline_for(summary, cfg, device)["baseline"]
     key = metrics.device_key(device)
@@ -367,7 +367,7 @@ def test_seed_001_mfu_is_compared_against_the_peak_it_was_measured_with(cfg_8b, 
 # -- the FP8 recipe a row was measured with -------------------------------------------------------
 @pytest.mark.parametrize("dtype", ["fp8", "fp8_delayed", "fp8_rowwise"])
 def test_405b_fp8_names_the_run_recipe_seed_003_does_not_state(dtype, compose_cfg):
-    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100", f"dtype={dtype}")
+    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100_fp8", f"dtype={dtype}")
     found = bl.baseline_for(seed003_summary(cfg, [11.24] * 3), cfg, H100)["baseline"]
     recipe = cfg.dtype.fp8_recipe
     assert found["setup"] == {"fp8_recipe": "nemo_24.09_dtype_fp8"}
@@ -379,7 +379,7 @@ def test_405b_fp8_names_the_run_recipe_seed_003_does_not_state(dtype, compose_cf
 
 def test_dtype_fp8_still_selects_tensorwise_and_bf16_rows_name_no_recipe(compose_cfg):
     assert compose_cfg("dtype=fp8").dtype.fp8_recipe == "tensorwise"
-    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100", "dtype=bf16")
+    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100_bf16")
     summary = seed003_summary(cfg, [17.2] * 3)
     found = bl.baseline_for(summary, cfg, H100)["baseline"]
     assert found["setup"] == {} and found["setup_differs"] == {}
@@ -403,7 +403,7 @@ def test_report_shows_the_per_gpu_ratio_and_the_setup_difference(cfg_8b, compose
         row = report.run_row(run, bl.load_baselines())
         return row, dict(report.COLUMNS)["vs baseline"](row)
 
-    row, cell = row_for(cfg_8b("dtype=fp8"), [1.5] * 3, 32)
+    row, cell = row_for(cfg_8b("fp8"), [1.5] * 3, 32)
     ratio = 8192 * 128 / 1.5 / 32 / 7865
     assert row["ratio_tokens_per_s"] is None
     assert row["ratio_tokens_per_s_per_gpu"] == pytest.approx(ratio)
@@ -411,7 +411,7 @@ def test_report_shows_the_per_gpu_ratio_and_the_setup_difference(cfg_8b, compose
     assert row["baseline_note"] == "setup differs: compile=False (baseline True)"
     assert cell == f"{ratio:.2f}x (setup differs: compile=False (baseline True))"
 
-    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100", "dtype=fp8", "parallelism.pp=18")
+    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100_fp8", "parallelism.pp=18")
     row, cell = row_for(cfg, [11.0] * 3, 576)
     assert row["baseline_note"] == (
         "layout differs: pp=18 (baseline 9); "

@@ -93,7 +93,7 @@ def planned_8b(compose_cfg, gpus: int) -> list[dict]:
 
 
 def test_a_plan_that_fits_or_has_no_capacity_suggests_nothing(compose_cfg):
-    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100", "dtype=bf16", "dry_run=true")
+    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100_bf16", "dry_run=true")
     fits = plan(cfg, validate(cfg, GPUS))
     assert fits["fits"] is True and fits["fitting_layouts"] is None
     cfg = compose_cfg("dry_run=true", "dtype=fp32")  # no GPU named: no capacity

@@ -141,7 +141,7 @@ def test_knobs_translate_once_into_overrides():
     for override in (
         "model=llama31_8b",
         "dtype=fp8",
-        "+experiment=llama31_8b_8gpu_h100",
+        "+experiment=llama31_8b_8gpu_h100_fp8",
         "cluster.comm_backend=gloo",
         "log_ranks=[0,1]",
         "backend=megatron",
@@ -155,9 +155,11 @@ def test_dry_run_plans_for_the_gpus_in_one_process():
     env = {"DTYPE": "fp8", "MODEL_SIZE": "405b", "NGPU": "576", "DRY_RUN": "1"}
     decided = plan(env, [])
     assert decided.command[1:3] == ["-m", "recipes.train"]  # no torchrun, no GPU
-    assert {"dry_run=true", "cluster.num_gpus=576", "+experiment=llama31_405b_576gpu_h100"} <= set(
-        decided.command
-    )
+    assert {
+        "dry_run=true",
+        "cluster.num_gpus=576",
+        "+experiment=llama31_405b_576gpu_h100_fp8",
+    } <= set(decided.command)
 
 
 def test_unknown_scale_stops_before_anything_starts():
@@ -195,7 +197,7 @@ def test_seed_003_command_on_72_nodes_in_the_staged_container(stage):
     assert cmd[task + 1 :][:3] == [
         "model=llama31_405b",
         "dtype=fp8",
-        "+experiment=llama31_405b_576gpu_h100",
+        "+experiment=llama31_405b_576gpu_h100_fp8",
     ]
     assert "cluster=slurm" in cmd and cmd[-1] == "trainer.max_steps=10"
     assert decided.env["MASTER_ADDR"] == "gpu001" and decided.env["MASTER_PORT"] == "24242"
@@ -214,7 +216,7 @@ def test_extra_container_mounts_are_added(stage):
     env["CONTAINER_MOUNTS"] = "/data:/data"
     cmd = plan(env, [], expand=nodes(4), pyxis=lambda: True).command
     assert f"--container-mounts={root}:{root},/data:/data" in cmd
-    assert "+experiment=llama31_405b_32gpu_h100" in cmd
+    assert "+experiment=llama31_405b_32gpu_h100_bf16" in cmd
 
 
 def test_a_container_stage_without_pyxis_is_refused(stage):

@@ -63,8 +63,7 @@ def results(tmp_path_factory, compose_cfg):
         ),
         "dry": run(
             compose_cfg(
-                "+experiment=llama31_405b_576gpu_h100",
-                "dtype=fp8",
+                "+experiment=llama31_405b_576gpu_h100_fp8",
                 "dry_run=true",
                 "cluster.num_gpus=576",
                 f"output_dir={big}",
@@ -88,7 +87,7 @@ def results(tmp_path_factory, compose_cfg):
     # Hydra's and submitit's hidden folders are not runs.
     (debug / ".submitit" / "x").mkdir(parents=True)
     (debug / ".submitit" / "x" / "config.yaml").write_text("a: 1\n")
-    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100", "dtype=fp8")
+    cfg = compose_cfg("+experiment=llama31_405b_576gpu_h100_fp8")
     folders["h100"] = big / "20990101-000000_llama31_405b_fp8_000000"
     write_fabricated_405b(folders["h100"], cfg, [30.0, 12.0, 11.5, 11.0])
     return root, folders

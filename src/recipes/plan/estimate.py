@@ -27,8 +27,8 @@ import math
 from omegaconf import DictConfig, OmegaConf
 
 from recipes import distributed, metrics
-from recipes.models.llama import num_params
 from recipes.errors import ConfigError
+from recipes.models.llama import num_params
 from recipes.plan.layout import Layout, check_fits_model, divisors
 from recipes.results.manifest import build_manifest
 from recipes.results.run_dir import create_run_dir, write_json, write_new

@@ -6,10 +6,10 @@ published recipe does:
 
 | model | GPUs N | experiment | GBS | source |
 |---|---|---|---|---|
-| 405b | 32, 96, 192 | ``llama31_405b_{N}gpu_h100`` (proxy) | 126, 126, 252 | seed 003 |
-| 405b | 576 + k*144 | ``llama31_405b_576gpu_h100`` | N * 252 / 576 | seed 003 |
+| 405b | 32, 96, 192 | ``llama31_405b_{N}gpu_h100_{dtype}`` (proxy) | 126, 126, 252 | seed 003 |
+| 405b | 576 + k*144 | ``llama31_405b_576gpu_h100_{dtype}`` | N * 252 / 576 | seed 003 |
 | 70b | 64 * k | ``llama31_70b_64gpu_h100_{dtype}`` | N * 128 / 64 | NeMo (1) |
-| 8b | 8 * k | ``llama31_8b_8gpu_h100`` | N * 128 / 8 | NeMo (1) |
+| 8b | 8 * k | ``llama31_8b_8gpu_h100_{dtype}`` | N * 128 / 8 | NeMo (1) |
 | debug | any | none: data parallel over every GPU | 8, or N * ceil(8 / N) | this repository |
 
 Seed 003 is NVIDIA's DGX Cloud Llama 3.1 405B recipe for NeMo 24.09 (proxies have 7, 21, 42 of
@@ -104,14 +104,15 @@ def _pick(model_size: str, dtype: str, n: int) -> Scale | None:
         return scale(None, gbs if gbs != DEBUG_GBS else None, source)
     if model_size == "405b":
         if n in PROXY_405B:
-            return scale(f"llama31_405b_{n}gpu_h100", None, SEED_003, proxy=True)
+            return scale(f"llama31_405b_{n}gpu_h100_{dtype}", None, SEED_003, proxy=True)
         if n >= FULL_405B_GPUS and n % FULL_405B_STEP == 0:
             gbs = n * 252 // FULL_405B_GPUS
-            return scale("llama31_405b_576gpu_h100", gbs if n != FULL_405B_GPUS else None, SEED_003)
+            experiment = f"llama31_405b_576gpu_h100_{dtype}"
+            return scale(experiment, gbs if n != FULL_405B_GPUS else None, SEED_003)
         return None
     base = {"8b": 8, "70b": 64}[model_size]
     if n % base:
         return None
-    experiment = "llama31_8b_8gpu_h100" if model_size == "8b" else f"llama31_70b_64gpu_h100_{dtype}"
+    experiment = f"llama31_{model_size}_{base}gpu_h100_{dtype}"
     gbs = 128 * n // base
     return scale(experiment, gbs if n != base else None, NEMO_CSV.format(size=model_size))
