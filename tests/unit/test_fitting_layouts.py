@@ -123,3 +123,28 @@ def test_the_dry_run_log_says_when_no_layout_fits(tmp_path, compose_cfg, caplog)
         )
     assert "no layout of 8 GPUs is predicted to fit" in caplog.text
     assert "plan for more GPUs (cluster.num_gpus)" in caplog.text
+
+
+def test_the_plan_states_the_pipeline_bubble_and_the_recomputed_flops(compose_cfg):
+    # Seed 003 at 576 GPUs: TP8 PP9 CP2 VP7 leaves dp=4, so 252 / 4 = 63 micro-batches.
+    seed = compose_cfg("+experiment=llama31_405b_576gpu_h100_bf16", "dry_run=true")
+    result = plan(seed, validate(seed, GPUS))
+    assert result["pipeline_bubble"] == pytest.approx(8 / (7 * 63 + 8))
+    assert result["recompute_flops"] == 0.0
+
+    # 8B, sequence 8192, per token: attention 12 L h^2 (1 + g/n + s/h), SwiGLU 18 L F h, head 6 V h.
+    layers, h, s = 32, 4096, 8192
+    attention = 12 * layers * h * h * (1 + 8 / 32 + s / h)
+    blocks = attention + 18 * layers * 14336 * h
+    total = blocks + 6 * 128256 * h
+    scores = 12 * layers * h * s
+
+    def recompute(*overrides: str) -> float:
+        cfg = compose_cfg("model=llama31_8b", "dtype=bf16", "trainer.seq_len=8192", *overrides)
+        return plan(cfg, validate(cfg, 1))["recompute_flops"]
+
+    assert recompute("backend.activation_checkpointing=full") == pytest.approx(blocks / 3 / total)
+    assert recompute("backend=megatron", "backend.activation_checkpointing=selective") == (
+        pytest.approx(scores / 3 / total)
+    )
+    assert recompute("backend.activation_checkpointing=selective") == 0.0  # no matmul again

@@ -13,7 +13,13 @@ Memory per rank (mixed-precision AdamW, FSDP/ZeRO-3 sharding over ``dp_shard``):
     logits          = 2 * (s / cp) * mbs * V / tp * 4 B on the last stage (fp32 logits and grad)
 
 Step time is the compute-bound estimate ``flops_per_step / (world * peak * mfu)`` at a few
-stated MFU levels; the measured MFU of a real run says which level applies.
+stated MFU levels; the measured MFU of a real run says which level applies. Two overheads a
+layout adds to it are stated beside it (:func:`overheads`)::
+
+    pipeline_bubble = (pp - 1) / (vp * m + pp - 1)   # idle share of a step, m micro-batches (1F1B)
+    recompute_flops = recomputed forward FLOPs / model FLOPs
+                      full: every block's forward (a third of its training FLOPs)
+                      selective: Megatron, the attention scores' forward; native, no matmul
 
 A plan that does not fit the GPU lists layouts of the same world size that the same memory model
 fits (:func:`fitting_layouts`), as the overrides that pick them.
@@ -118,6 +124,27 @@ def activations_per_token(
     return everything, 0.0
 
 
+def overheads(cfg: DictConfig, layout: Layout, recompute: str | None = None) -> dict[str, float]:
+    """Share of each step a pipeline rank idles, and the FLOPs recomputation adds (as a share of
+    the model FLOPs), for ``layout`` under ``backend.activation_checkpointing`` or ``recompute``."""
+    model, trainer = cfg.model, cfg.trainer
+    m = trainer.global_batch_size // (trainer.micro_batch_size * layout.dp)
+    bubble = (layout.pp - 1) / (layout.vp * m + layout.pp - 1)
+    shape = {k: model[k] for k in ("n_layers", "dim", "n_heads", "n_kv_heads")}
+    attention = metrics.attention_flops_per_token(seq_len=trainer.seq_len, **shape)
+    scores = attention - metrics.attention_flops_per_token(seq_len=0, **shape)
+    blocks = attention + metrics.mlp_flops_per_token(
+        n_layers=model.n_layers, dim=model.dim, ffn_dim=model.ffn_dim
+    )
+    total = blocks + metrics.embedding_flops_per_token(vocab_size=model.vocab_size, dim=model.dim)
+    recomputed = {
+        "none": 0.0,
+        "selective": scores / 3 if cfg.backend.name == "megatron" else 0.0,
+        "full": blocks / 3,
+    }[recompute or cfg.backend.activation_checkpointing]
+    return {"pipeline_bubble": bubble, "recompute_flops": recomputed / total}
+
+
 def step_time_at_mfu(flops_per_step: float, world: int, peak: metrics.Peak | None) -> dict:
     """Compute-bound step time at each of MFU_LEVELS (empty without a peak)."""
     if peak is None:
@@ -140,8 +167,8 @@ def _no_peak_note(gpu: str | None, dtype: str) -> str:
 
 def fitting_layouts(cfg: DictConfig, layout: Layout, capacity_gib: float) -> list[dict]:
     """Up to SUGGESTIONS layouts of ``layout.world_size`` ranks whose predicted memory fits
-    ``capacity_gib``, each as the overrides that pick it (what differs from ``cfg``) and its
-    predicted GiB.
+    ``capacity_gib``, each as the overrides that pick it (what differs from ``cfg``), its
+    predicted GiB and its :func:`overheads`.
 
     Searched: tp up to TP_MAX (one node) with sequence parallelism, every pp that divides the
     layers (vp 1), cp, and the recompute modes, each checked by the layout's and the backend's
@@ -175,7 +202,13 @@ def fitting_layouts(cfg: DictConfig, layout: Layout, capacity_gib: float) -> lis
         total = memory_per_rank(cfg, candidate, mode)["total"]
         if total > capacity_gib:
             continue
-        found.append({"overrides": _overrides(cfg, candidate, mode), "memory_gib": total})
+        found.append(
+            {
+                "overrides": _overrides(cfg, candidate, mode),
+                "memory_gib": total,
+                **overheads(cfg, candidate, mode),
+            }
+        )
         if len(found) == SUGGESTIONS:
             break
     return found
@@ -230,6 +263,7 @@ def plan(cfg: DictConfig, layout: Layout) -> dict:
         "flops_convention": "dgxc",
         "peak": None if peak is None else vars(peak),
         "step_time_s_at_mfu": step_time_at_mfu(flops["dgxc"], layout.world_size, peak),
+        **overheads(cfg, layout),
         "note": None if peak else _no_peak_note(gpu, cfg.dtype.name),
     }
 
@@ -247,7 +281,9 @@ def _not_fitting(result: dict) -> str:
             "shorter trainer.seq_len / smaller trainer.micro_batch_size"
         )
     found = "; ".join(
-        f"{f['overrides']} ({f['memory_gib']:.1f} GiB)" for f in result["fitting_layouts"]
+        f"{f['overrides']} ({f['memory_gib']:.1f} GiB, bubble {f['pipeline_bubble']:.1%}, "
+        f"recompute +{f['recompute_flops']:.0%} FLOPs)"
+        for f in result["fitting_layouts"]
     )
     return f"{head}; layouts predicted to fit (plan.json fitting_layouts): {found}"
 
