@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from recipes.config import conf_dir, resolve_auto, validate
@@ -109,16 +110,22 @@ LOSS_BASELINE = Path(__file__).parents[1] / "assets" / "losses" / "llama31_debug
 def test_losses_match_the_recorded_baseline(first_run):
     """The embedded default's 12 losses against those recorded (as torchtitan keeps
     tests/assets/losses): a change to the model, its init, the data or the optimizer shows here
-    even when the loss still falls. Float noise across CPUs stays far below the tolerance.
+    even when the loss still falls. Float noise across CPUs stays far below the tolerance; another
+    torch minor version does not (2.11's losses differ by up to 1%, from the first step on), so
+    the file names the torch it was recorded on (the one CI installs) and other versions skip.
     After an intended change: RECIPES_WRITE_LOSS_BASELINE=1 rewrites the file."""
     run_dir = Path(first_run[1]["run_dir"])
     losses = [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    torch_version = ".".join(torch.__version__.split(".")[:2])
     if os.environ.get("RECIPES_WRITE_LOSS_BASELINE") == "1":
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         record = {"config": "recipes-train trainer.max_steps=12", "seed": config["seed"]}
+        record["torch"] = torch_version
         LOSS_BASELINE.write_text(json.dumps(record | {"losses": losses}, indent=2) + "\n")
-    expected = json.loads(LOSS_BASELINE.read_text())["losses"]
-    assert losses == pytest.approx(expected, rel=1e-5)
+    recorded = json.loads(LOSS_BASELINE.read_text())
+    if recorded["torch"] != torch_version:
+        pytest.skip(f"losses recorded on torch {recorded['torch']}, this is {torch.__version__}")
+    assert losses == pytest.approx(recorded["losses"], rel=1e-5)
 
 
 def test_an_fp8_step_line_shows_mfu_against_both_peaks():

@@ -232,7 +232,7 @@ def _overrides(cfg: DictConfig, layout: Layout, recompute: str) -> str:
         for key, (old, new) in wanted.items()
         if old != new
     ]
-    return " ".join(changed) or "(this layout)"
+    return " ".join(changed)
 
 
 def plan(cfg: DictConfig, layout: Layout) -> dict:
