@@ -147,6 +147,15 @@ def test_unknown_group_option_fails(compose_cfg):
         (["model.ffn_dim=-4"], 1, r"model.ffn_dim=-4 must be >= 1"),
         (["model.vocab_size=0"], 1, r"model.vocab_size=0 must be >= 1"),
         (["model.norm_eps=0"], 1, r"model.norm_eps=0.0 must be > 0"),
+        (["model.init_std=-0.1"], 1, r"model.init_std=-0.1 must be > 0"),
+        (["model.rope_scaling.factor=0"], 1, r"rope_scaling.factor=0.0 must be > 0; use Llama"),
+        (
+            ["model.rope_scaling.high_freq_factor=1"],
+            1,
+            r"high_freq_factor=1.0 must be > low_freq_factor=1.0 .* use Llama 3.1's",
+        ),
+        (["parallelism.pp_schedule=zb"], 1, r"pp_schedule='zb' is not one of .*; pick one"),
+        (["parallelism.dp_shard=0"], 1, r"dp_shard=0 must be >= 1, or -1 .*; use dp_shard=-1"),
         (["model.ffn_dim=771", "parallelism.tp=2"], 2, r"tp=2 does not divide model.ffn_dim=771"),
         # The machine.
         (["cluster.num_gpus=0", "dry_run=true"], 1, r"cluster.num_gpus=0 must be >= 1"),

@@ -203,6 +203,7 @@ MODEL_RULES = (
     *((key, ">= 1", lambda v: v >= 1) for key in SIZES),
     ("norm_eps", "> 0", lambda v: v > 0),
     ("rope_theta", "> 0", lambda v: v > 0),
+    ("init_std", "> 0", lambda v: v > 0),
 )
 """(key, rule, check) of each ``model.*`` size on its own."""
 
@@ -229,6 +230,28 @@ def check_shape(cfg: ModelConfig) -> None:
         raise ConfigError(
             f"head_dim = model.dim / model.n_heads = {cfg.dim // cfg.n_heads} is odd; "
             "RoPE needs an even head_dim"
+        )
+    check_rope_scaling(cfg.rope_scaling)
+
+
+def check_rope_scaling(rope: RopeScalingConfig | None) -> None:
+    """Llama 3.1's frequency scaling divides by ``factor`` and by ``high - low``; Llama 3.1 sets
+    factor 8, low 1, high 4, original context 8192."""
+    if rope is None:
+        return
+    llama31 = (("factor", 8.0), ("low_freq_factor", 1.0), ("original_max_position", 8192))
+    for key, default in llama31:
+        value = getattr(rope, key)
+        if not value > 0:
+            raise ConfigError(
+                f"model.rope_scaling.{key}={value} must be > 0; use Llama 3.1's "
+                f"{key}={default}, or model.rope_scaling=null for plain RoPE"
+            )
+    if not rope.high_freq_factor > rope.low_freq_factor:
+        raise ConfigError(
+            f"model.rope_scaling.high_freq_factor={rope.high_freq_factor} must be > "
+            f"low_freq_factor={rope.low_freq_factor} (the band between them is interpolated); "
+            "use Llama 3.1's low_freq_factor=1.0 and high_freq_factor=4.0"
         )
 
 

@@ -72,7 +72,10 @@ def resolve_layout(par: DictConfig, world_size: int) -> Layout:
             )
         dp_shard = world_size // fixed
     elif dp_shard < 1:
-        raise ConfigError(f"parallelism.dp_shard={dp_shard} must be >= 1, or -1 for the rest")
+        raise ConfigError(
+            f"parallelism.dp_shard={dp_shard} must be >= 1, or -1 for the rest; use "
+            "dp_shard=-1 (what the other degrees leave of the world size)"
+        )
     if fixed * dp_shard != world_size:
         raise ConfigError(
             f"parallelism: dp_replicate*dp_shard*tp*pp*cp={fixed * dp_shard} must equal the world "
@@ -85,7 +88,8 @@ def resolve_layout(par: DictConfig, world_size: int) -> Layout:
         )
     if par.pp_schedule not in PP_SCHEDULES:
         raise ConfigError(
-            f"parallelism.pp_schedule={par.pp_schedule!r} is not one of {list(PP_SCHEDULES)}"
+            f"parallelism.pp_schedule={par.pp_schedule!r} is not one of {list(PP_SCHEDULES)}; "
+            "pick one of them (vp > 1 runs interleaved 1F1B with 1f1b)"
         )
     if par.vp > 1 and par.pp_schedule != "1f1b":
         raise ConfigError(
