@@ -197,6 +197,15 @@ def check(compose_cfg, *overrides: str) -> None:
             r"naming a bos_token; set data.bos_token \(Llama 3.1: <\|begin_of_text\|>\)",
         ),
         (
+            ("data=c4", "data.path={shards}", "data.tokenizer={broken}"),
+            r"data.tokenizer='.*/broken': .*tokenizer.json is not a Hugging Face tokenizer.json "
+            r"\(.*\); point data.tokenizer at",
+        ),
+        (
+            ("data=c4", "data.path={shards}", "data.tokenizer={bad_config}"),
+            r"tokenizer_config.json is not readable JSON .*; restore it",
+        ),
+        (
             ("data=c4", "data.path={shards}", "data.tokenizer={tok}", "model.vocab_size=300"),
             r"data.tokenizer='.*' has 320 token ids but model.vocab_size=300; every id must be "
             r"< model.vocab_size: use model.vocab_size=320",
@@ -208,7 +217,12 @@ def test_bad_data_config_names_field_value_rule_and_fix(
 ):
     (tmp_path / "empty").mkdir()
     bare = write_tokenizer(tmp_path / "bare", config=False)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tokenizer.json").write_text("not json")  # a download cut short
+    bad_config = write_tokenizer(tmp_path / "bad_config")
+    (bad_config / "tokenizer_config.json").write_text('{"bos_token": ')
     paths = {"root": tmp_path, "shards": corpus.shards, "tok": corpus.tokenizer, "bare": bare}
+    paths |= {"broken": tmp_path / "broken", "bad_config": bad_config}
     (tmp_path / "c4" / "en").mkdir(parents=True)  # as in a clone of allenai/c4
     with pytest.raises(ConfigError, match=message):
         check(compose_cfg, *(o.format(**paths) for o in overrides))

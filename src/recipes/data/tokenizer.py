@@ -70,8 +70,27 @@ def _load(
 ) -> TextTokenizer:
     # Cached: validation loads it before training, the dataset loads it again.
     tokenizer_json, config_json = tokenizer_files(spec)
-    tokenizer = Tokenizer.from_file(str(tokenizer_json))
-    config = json.loads(config_json.read_text()) if config_json else {}
+    try:
+        tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    except Exception as err:  # the Rust library raises a bare Exception for a malformed file
+        raise ConfigError(
+            f"data.tokenizer={spec!r}: {tokenizer_json} is not a Hugging Face tokenizer.json "
+            f"({err}); point data.tokenizer at a folder setup.sh staged, {STAGED}, or stage "
+            "the tokenizer again"
+        ) from None
+    try:
+        config = json.loads(config_json.read_text()) if config_json else {}
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"data.tokenizer={spec!r}: {config_json} is not readable JSON ({err}); restore it "
+            "(setup.sh stages it with the tokenizer) or remove it and set data.bos_token and "
+            "data.eos_token"
+        ) from None
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"data.tokenizer={spec!r}: {config_json} holds no JSON object; restore it (setup.sh "
+            "stages it with the tokenizer) or remove it and set data.bos_token and data.eos_token"
+        )
     return TextTokenizer(
         tokenizer=tokenizer,
         source=spec,
