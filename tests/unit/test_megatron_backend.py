@@ -93,6 +93,11 @@ def test_fp8_recipes_map_to_transformer_engine_fields(compose_cfg, dtype, expect
         ),
         (["backend.activation_checkpointing=some"], 1, r"activation_checkpointing='some'"),
         (["dtype=fp8_rowwise"], 1, r"fp8_recipe='rowwise' is not a Transformer Engine recipe"),
+        (
+            ["dtype=fp8_delayed", "dtype.fp8_amax_history_len=0"],
+            1,
+            r"dtype.fp8_amax_history_len=0 must be >= 1 .*; use 1024",
+        ),
     ],
 )
 def test_bad_settings_stop_before_start(compose_cfg, overrides, world, message):

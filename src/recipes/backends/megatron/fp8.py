@@ -61,6 +61,11 @@ def check_recipe(cfg: DictConfig) -> None:
             f"backend=megatron; use dtype.fp8_recipe in {sorted(RECIPES)} (or dtype=fp8, "
             "dtype=fp8_delayed, dtype=fp8_mxfp8), or backend=native for torchao's rowwise"
         )
+    if cfg.dtype.fp8_amax_history_len < 1:
+        raise ConfigError(
+            f"dtype.fp8_amax_history_len={cfg.dtype.fp8_amax_history_len} must be >= 1 (the "
+            "steps of amax history the FP8 scales come from); use 1024 (NeMo's setting)"
+        )
     if cfg.dtype.fp8_amax_compute_algo not in AMAX_ALGOS:
         raise ConfigError(
             f"dtype.fp8_amax_compute_algo={cfg.dtype.fp8_amax_compute_algo!r} is not one of "
