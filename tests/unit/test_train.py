@@ -207,6 +207,22 @@ def test_output_dir_must_be_a_results_folder_not_a_run_folder_or_a_file(first_ru
         run(compose_cfg(f"output_dir={a_file}/sub"))
 
 
+def test_output_dir_that_cannot_be_written_is_refused(tmp_path, compose_cfg, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access  # root may write anywhere: pretend this folder is another user's
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: Path(path) != locked and access(path, mode)
+    )
+    with pytest.raises(ConfigError, match=r"output_dir='.*/locked/results' cannot be created: "):
+        run(compose_cfg(f"output_dir={locked}/results", "dry_run=true"))
+    assert not any(locked.iterdir())
+    monkeypatch.setattr(os, "access", access)
+    # /proc takes no new folders, whoever asks: refused, not a traceback.
+    with pytest.raises(ConfigError, match=r"output_dir='/proc/recipes-results'.* name a folder"):
+        run(compose_cfg("output_dir=/proc/recipes-results", "dry_run=true"))
+
+
 @pytest.fixture
 def collections():
     """Python's garbage collections while this test runs: (generation, automatic on?) each."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from pathlib import Path
@@ -41,20 +42,32 @@ def check_output_dir(output_dir: str) -> None:
             f"output_dir={output_dir!r} lies inside the run folder {str(run_dir)!r}; runs go "
             f"side by side in a results folder: use output_dir={str(run_dir.parent)!r}"
         )
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"output_dir={output_dir!r} cannot be {'written' if existing == root else 'created'}: "
+            f"{str(existing)!r} is not writable by this user; name a folder you can write to"
+        )
 
 
 def create_run_dir(output_dir: str | Path, prefix: str) -> Path:
     """Make ``output_dir/<time>_<prefix>_<random>``; an existing folder is never reused."""
     root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    while True:
-        path = root / f"{stamp}_{prefix}_{secrets.token_hex(3)}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        while True:
+            path = root / f"{stamp}_{prefix}_{secrets.token_hex(3)}"
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as err:  # what check_output_dir cannot see: a read-only or special file system
+        raise ConfigError(
+            f"output_dir={str(output_dir)!r}: the run folder cannot be created there "
+            f"({err.strerror}); name a folder you can write to"
+        ) from None
 
 
 def write_new(path: Path, text: str) -> None:
