@@ -95,6 +95,13 @@ class Settings:
                 "(nccl, gloo, mpi, ucc, or e.g. cpu:gloo,cuda:nccl)"
             )
         stage = env.get("STAGE_PATH", "").strip()
+        if stage and not Path(stage).expanduser().is_dir():
+            problem = "is a file" if Path(stage).expanduser().exists() else "does not exist"
+            raise LaunchError(
+                f"STAGE_PATH={stage!r} {problem}; name the folder setup.sh staged into "
+                "(STAGE_PATH=... ./setup.sh makes one), or, outside Slurm, leave STAGE_PATH "
+                "unset to run this checkout with results under ./results"
+            )
         gsw = env.get("GSW_VERSION", "").strip() or None
         if gsw is not None and ("/" in gsw or gsw in (".", "..")):
             raise LaunchError(

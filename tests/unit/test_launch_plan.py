@@ -78,6 +78,14 @@ def stage(tmp_path):
         ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "GPUS_PER_NODE": "-8"}, "GPUS_PER_NODE='-8'"),
         ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "GSW_VERSION": "../x"}, "GSW_VERSION='../x' must"),
         ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "MASTER_PORT": "99999"}, "MASTER_PORT=99999 must"),
+        (
+            {"DTYPE": "bf16", "MODEL_SIZE": "8b", "STAGE_PATH": "/nonexistent/stage"},
+            "STAGE_PATH='/nonexistent/stage' does not exist; name the folder setup.sh staged",
+        ),
+        (
+            {"DTYPE": "bf16", "MODEL_SIZE": "8b", "STAGE_PATH": "/etc/hostname"},
+            "STAGE_PATH='/etc/hostname' is a file; name the folder",
+        ),
     ],
 )
 def test_bad_environment_is_refused_with_the_valid_values(env, message):
@@ -125,7 +133,7 @@ def test_without_ngpu_one_local_process():
     ]
 
 
-def test_knobs_translate_once_into_overrides():
+def test_knobs_translate_once_into_overrides(tmp_path):
     env = {
         "DTYPE": "fp8",
         "MODEL_SIZE": "8b",
@@ -134,7 +142,7 @@ def test_knobs_translate_once_into_overrides():
         "LOG_RANK": "0,1",
         "BACKEND": "megatron",
         "GPU_TYPE": "h200",
-        "STAGE_PATH": "/lustre/me/stage",
+        "STAGE_PATH": str(tmp_path),
         "GSW_VERSION": "25.04",
     }
     cmd = plan(env, []).command
@@ -146,7 +154,7 @@ def test_knobs_translate_once_into_overrides():
         "log_ranks=[0,1]",
         "backend=megatron",
         "cluster.gpu_type=h200",
-        "output_dir=/lustre/me/stage/results/25.04/fp8/8b/8",
+        f"output_dir={tmp_path}/results/25.04/fp8/8b/8",
     ):
         assert override in cmd
 
