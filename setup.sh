@@ -9,4 +9,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if ! command -v "${PYTHON:-python3}" >/dev/null; then
+  echo "setup.sh: PYTHON='${PYTHON:-python3}' is not a command found on PATH; set PYTHON to a Python 3 interpreter (e.g. PYTHON=/usr/bin/python3)" >&2
+  exit 2
+fi
 PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}" exec "${PYTHON:-python3}" -m recipes.stage "$@"

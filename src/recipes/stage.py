@@ -277,8 +277,15 @@ def read_json(path: Path) -> dict | None:
 @contextlib.contextmanager
 def staging_lock(stage_path: Path) -> Iterator[None]:
     """One setup.sh at a time per STAGE_PATH."""
-    stage_path.mkdir(parents=True, exist_ok=True)
-    with open(stage_path / ".stage.lock", "w") as lock:
+    try:
+        stage_path.mkdir(parents=True, exist_ok=True)
+        lock = open(stage_path / ".stage.lock", "w")  # noqa: SIM115 - closed by the with below
+    except OSError as err:
+        raise StageError(
+            f"STAGE_PATH={str(stage_path)!r} cannot be created or written ({err.strerror}); "
+            "name a folder you can write to, on a file system every node sees"
+        ) from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
@@ -837,6 +844,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             return 0
+        if argv:
+            raise StageError(
+                f"setup.sh takes no arguments, got {shlex.join(argv)}; its settings are "
+                "environment variables, e.g. STAGE_PATH=/lustre/$USER/recipes CONTAINER=none "
+                "./setup.sh"
+            )
         settings = StageSettings.from_env(os.environ)
         with staging_lock(settings.stage_path):
             record = Stager(settings).run()

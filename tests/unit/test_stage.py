@@ -442,6 +442,22 @@ def test_a_changed_torch_spec_rebuilds_the_venv(tmp_path, source, recorded, caps
     assert recorded[1][-3:] == ["torch", "--index-url", "https://rocm.example/"]
 
 
+def test_arguments_and_a_stage_path_that_cannot_be_made_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STAGE_PATH", str(tmp_path / "stage"))
+    assert stage.main(["--container", "none"]) == 2
+    assert "setup.sh takes no arguments, got --container none" in capsys.readouterr().err
+    assert not (tmp_path / "stage").exists()
+    monkeypatch.setenv("STAGE_PATH", "/proc/recipes-stage")  # takes no new folders, even as root
+    assert stage.main([]) == 2
+    assert "STAGE_PATH='/proc/recipes-stage' cannot be created" in capsys.readouterr().err
+
+
+def test_a_python_that_is_not_there_exits_2(tmp_path):
+    done = setup_sh({"STAGE_PATH": str(tmp_path / "stage"), "PYTHON": str(tmp_path / "python")})
+    assert done.returncode == 2 and f"PYTHON='{tmp_path}/python' is not a command" in done.stderr
+    assert not (tmp_path / "stage").exists()
+
+
 def test_one_setup_at_a_time(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STAGE_PATH", str(tmp_path))
     with staging_lock(tmp_path):
