@@ -263,6 +263,8 @@ def test_outputs_inside_a_run_folder_are_refused(option, results, capsys):
         ("--markdown", lambda tmp: tmp, "is a folder; --markdown takes a file name"),
         ("--plots", lambda tmp: tmp / "a_file", "is a file; --plots takes a folder"),
         ("--csv", lambda tmp: tmp / "a_file" / "r.csv", "is a file, not a folder; write it"),
+        ("--csv", lambda tmp: tmp / "a_file", "a_file' exists and recipes-report never overwrites"),
+        ("--markdown", lambda tmp: tmp / "a_file", "exists and recipes-report never overwrites"),
     ],
 )
 def test_unwritable_outputs_exit_2_before_the_table(
@@ -273,6 +275,18 @@ def test_unwritable_outputs_exit_2_before_the_table(
     assert code == 2 and out == ""
     assert f"recipes-report: error: {option} " in err and message in err
     assert (tmp_path / "a_file").read_text() == "kept"
+
+
+def test_plots_never_overwrite_and_unwritable_outputs_exit_2(results, capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "loss.png").write_text("kept")
+    code, out, err = run_main([results[0], "--plots", tmp_path / "plots"], capsys)
+    assert code == 2 and out == "" and "loss.png' exists and recipes-report never" in err
+    assert (tmp_path / "plots" / "loss.png").read_text() == "kept"
+    # /proc takes no new files, even from root: exit 2 naming the path, not a traceback.
+    code, _, err = run_main([results[0], "--csv", "/proc/report.csv"], capsys)
+    assert code == 2 and "'/proc/report.csv' cannot be" in err and "write it elsewhere" in err
 
 
 def test_mistyped_values_are_named_not_fatal(results, capsys, tmp_path):

@@ -577,6 +577,20 @@ def _check_output(target: Path | None, option: str, run_dirs: list[Path]) -> Non
             f"{option} {str(target)!r} cannot be created: {str(blocking)!r} is a file, not a "
             "folder; write it elsewhere"
         )
+    written = [target / name for name in PLOT_FILES] if folder else [target]
+    existing = [path for path in written if path.exists()]
+    if existing:
+        raise ReportError(
+            f"{option} {str(target)!r}: {str(existing[0])!r} exists and recipes-report never "
+            "overwrites a file; name a new "
+            f"{'folder' if folder else 'file'}, or remove the old one first"
+        )
+    nearest = next(p for p in (target, *target.parents) if p.exists())
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ReportError(
+            f"{option} {str(target)!r} cannot be created: {str(nearest)!r} is not writable by "
+            "this user; write it elsewhere"
+        )
     resolved = target.resolve()
     for run_dir in run_dirs:
         if resolved == run_dir or run_dir in resolved.parents:
@@ -609,15 +623,20 @@ def report(args: argparse.Namespace) -> int:
     runs, rows = build_rows(run_dirs)
     text = markdown(rows)
     print(text, end="")
-    if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        write_csv(rows, args.csv)
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
-    if args.plots is not None:
-        for path in write_plots(runs, rows, args.plots):
-            print(f"wrote {path}", file=sys.stderr)
+    try:
+        if args.csv is not None:
+            args.csv.parent.mkdir(parents=True, exist_ok=True)
+            write_csv(rows, args.csv)
+        if args.markdown is not None:
+            args.markdown.parent.mkdir(parents=True, exist_ok=True)
+            args.markdown.write_text(text)
+        if args.plots is not None:
+            for path in write_plots(runs, rows, args.plots):
+                print(f"wrote {path}", file=sys.stderr)
+    except OSError as err:  # what the checks cannot see: a read-only or special file system
+        raise ReportError(
+            f"{err.filename!r} cannot be written ({err.strerror}); write it elsewhere"
+        ) from None
     return 0
 
 
