@@ -23,7 +23,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from bench.run import add_proxy_args, compose, parse, use_allocator
+from bench.run import add_proxy_args, check_proxy, compose, parse, use_allocator
 
 KINDS = (
     ("attention", ("flash", "fmha", "attention", "sdpa")),
@@ -72,12 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     args, proxy = parse(ap, argv)
     if args.auto:
         ap.error("--layers auto is bench.run's; give the K it found")
+    if args.active < 1 or args.warmup < 0:
+        ap.error(
+            f"--active {args.active} --warmup {args.warmup}: profile at least one step after "
+            "zero or more untraced ones; e.g. --warmup 5 --active 2"
+        )
     use_allocator(args.alloc_conf)  # before this process's first CUDA allocation reads it
     proxy = dataclasses.replace(proxy, steps=args.warmup + 1 + args.active)
-    args.out.mkdir(parents=True, exist_ok=True)
+    # recipes-train's checks first (its own profiler, refused below with the reason, left off).
+    checked = (*proxy.extra, f"output_dir={args.runs_dir}", "profiling.enable=false")
+    check_proxy(ap, dataclasses.replace(proxy, extra=checked))
     cfg = compose([*proxy.overrides(), f"output_dir={args.runs_dir}"])
     if cfg.profiling.enable:  # two torch profilers cannot run at once
         ap.error("profiling.enable=true starts recipes-train's own profiler; drop it here")
+    args.out.mkdir(parents=True, exist_ok=True)
 
     from recipes.train import run, setup_logging
 

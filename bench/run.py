@@ -400,6 +400,10 @@ def parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     args.auto = args.layers == "auto"
+    if args.layers not in (None, "auto") and not (args.layers.isdigit() and int(args.layers) > 0):
+        ap.error(f"--layers {args.layers} must be auto or a layer count >= 1; e.g. --layers 8")
+    if args.memory_gib is not None and not args.memory_gib > 0:
+        ap.error(f"--memory-gib {args.memory_gib} must be > 0 (the GPU's memory); e.g. 80")
     proxy = Proxy(
         model=args.model,
         layers=None if args.layers in (None, "auto") else int(args.layers),
@@ -418,6 +422,40 @@ def parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse
     return args, proxy
 
 
+CHECK = """
+import sys
+from recipes.errors import ConfigError
+from recipes.train import check_command_line
+try:
+    check_command_line(sys.argv[1:], 1)
+except ConfigError as err:
+    print(f"configuration error: {err}")
+    sys.exit(2)
+"""
+"""recipes-train's own checks of one configuration, in a child process (this one holds no
+CUDA context): what the run would refuse is refused before any run folder is made."""
+
+
+def check_proxy(ap: argparse.ArgumentParser, proxy: Proxy) -> None:
+    """Exit 2 (``ap.error``) with the fix for a proxy recipes-train would refuse."""
+    if proxy.steps < 1 or proxy.warmup < 0 or proxy.warmup >= proxy.steps:
+        ap.error(
+            f"--steps {proxy.steps} --warmup {proxy.warmup}: the run needs steps left after the "
+            "warmup steps (warmup >= 0, steps > warmup); e.g. --steps 20 --warmup 5"
+        )
+    if proxy.compile and proxy.backend != "native":
+        ap.error(
+            "--compile is a backend=native knob (backend.compile); drop it or --backend native"
+        )
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK, *proxy.overrides()], capture_output=True, text=True
+    )
+    if out.returncode == 2:
+        ap.error(out.stdout.strip())
+    if out.returncode:
+        ap.error(f"checking the configuration failed:\n{out.stderr[-2000:]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     add_proxy_args(ap)
@@ -427,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tries", type=int, default=3)
     ap.add_argument("--quiet", action="store_true", help="do not echo the run's own output")
     args, proxy = parse(ap, argv)
+    if not 0 < args.fit_fraction <= 1:
+        ap.error(f"--fit-fraction {args.fit_fraction} must be in (0, 1]; e.g. 0.85")
+    if args.max_tries < 1:
+        ap.error(f"--max-tries {args.max_tries} must be >= 1; e.g. 3")
+    check_proxy(ap, proxy)
     use_allocator(args.alloc_conf)
     rec = bench(
         proxy,

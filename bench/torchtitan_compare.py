@@ -41,6 +41,7 @@ from bench.run import (
     add_proxy_args,
     allocator_setting,
     bench,
+    check_proxy,
     compose,
     parse,
     run_shape,
@@ -634,6 +635,17 @@ def merge(results: list[dict]) -> dict:
     return {"rows": rows, "failures": failures, "ratios": ratios(rows), "wall_s": wall}
 
 
+def read_result(ap: argparse.ArgumentParser, path: Path) -> dict:
+    """One ``--json`` file of an earlier comparison; exit 2 (``ap.error``) where it is none."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        ap.error(f"--report {path}: cannot be read as JSON ({err}); pass the --json files")
+    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
+        ap.error(f"--report {path}: holds no comparison (no rows); pass the --json files")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.torchtitan_compare")
     add_proxy_args(ap)  # --dtype takes a comma-separated list here: bf16,fp8
@@ -654,12 +666,18 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
 
     if args.report:
-        result = merge([json.loads(path.read_text()) for path in args.report])
+        result = merge([read_result(ap, path) for path in args.report])
         print(format_report(result), flush=True)
         save(result)
         return 0
     if args.layers is None or args.backend != "native":
         ap.error("a comparison needs --layers K (or auto) and backend native")
+    if args.rounds < 1:
+        ap.error(f"--rounds {args.rounds} must be >= 1; e.g. --rounds 3")
+    if not args.budget_s > 0:
+        ap.error(f"--budget-s {args.budget_s} must be > 0 (seconds); e.g. --budget-s 540")
+    for dtype in args.dtype.split(","):
+        check_proxy(ap, dataclasses.replace(base, dtype=dtype))
     if args.log_dir:
         args.log_dir.mkdir(parents=True, exist_ok=True)
     print(HEADER, flush=True)

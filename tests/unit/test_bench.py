@@ -492,6 +492,39 @@ def test_profile_steps_refuses_a_second_profiler(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    "program, argv, message",
+    [
+        (main, ["--layers", "abc"], "--layers abc must be auto or a layer count >= 1"),
+        (main, ["--layers", "0"], "--layers 0 must be auto or a layer count >= 1"),
+        (main, ["--steps", "3", "--warmup", "5"], "--steps 3 --warmup 5: the run needs steps"),
+        (main, ["--compile", "--backend", "megatron"], "--compile is a backend=native knob"),
+        (main, ["--layers", "auto", "--fit-fraction", "0"], "--fit-fraction 0.0 must be in"),
+        (main, ["--layers", "auto", "--memory-gib", "-1"], "--memory-gib -1.0 must be > 0"),
+        (main, ["--layers", "auto", "--max-tries", "0"], "--max-tries 0 must be >= 1"),
+        # recipes-train's own checks, before any run folder: Hydra's, then the project's.
+        (main, ["--dtype", "fp16"], "configuration error: .*Could not find 'dtype/fp16'"),
+        (main, ["--layers", "3", "--", "trainer.lr=0"], r"trainer.lr=0.0 must be > 0; use"),
+        (tc.main, ["--layers", "2", "--rounds", "0"], "--rounds 0 must be >= 1"),
+        (tc.main, ["--layers", "2", "--budget-s", "-5"], "--budget-s -5.0 must be > 0"),
+        (tc.main, ["--layers", "2", "--dtype", "bf16,fp16"], "Could not find 'dtype/fp16'"),
+        (tc.main, ["--report", "missing.json"], "--report missing.json: cannot be read as JSON"),
+        (tc.main, ["--report", "list.json"], "--report list.json: holds no comparison"),
+        (profile_main, ["--layers", "2", "--active", "0"], "--active 0 --warmup 5: profile at"),
+    ],
+)
+def test_bad_flags_exit_2_before_anything_runs(
+    program, argv, message, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # every default output folder is under results/
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(SystemExit) as stop:
+        program(["--model", "llama31_debug", "--seq-len", "64", *argv])
+    assert stop.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "results").exists()
+
+
 # -- the GPU session's commands -----------------------------------------------------------------
 def test_performance_doc_commands_fit_the_device_tool():
     doc = (REPO / "docs" / "PERFORMANCE.md").read_text()
