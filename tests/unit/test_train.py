@@ -218,6 +218,10 @@ def test_output_dir_that_cannot_be_written_is_refused(tmp_path, compose_cfg, mon
         run(compose_cfg(f"output_dir={locked}/results", "dry_run=true"))
     assert not any(locked.iterdir())
     monkeypatch.setattr(os, "access", access)
+    # An empty output_dir (output_dir=$UNSET) would put run folders in the current folder.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"output_dir='' names no folder .*output_dir=results"):
+        run(compose_cfg("output_dir=", "dry_run=true"))
     # /proc takes no new folders, whoever asks: refused, not a traceback.
     with pytest.raises(ConfigError, match=r"output_dir='/proc/recipes-results'.* name a folder"):
         run(compose_cfg("output_dir=/proc/recipes-results", "dry_run=true"))

@@ -28,6 +28,11 @@ def file_in_the_way(path: Path) -> Path | None:
 def check_output_dir(output_dir: str) -> None:
     """``output_dir`` must be (or become) a folder of run folders, not a file and not a folder
     inside a run folder (whose runs a report, which does not look into runs, would miss)."""
+    if not str(output_dir).strip():
+        raise ConfigError(
+            f"output_dir={output_dir!r} names no folder (an unset shell variable?); name one, "
+            "e.g. output_dir=results (the default)"
+        )
     root = Path(output_dir).expanduser().absolute()
     blocking = file_in_the_way(root)
     if blocking is not None:
