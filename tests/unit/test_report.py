@@ -297,7 +297,7 @@ def test_mistyped_values_are_named_not_fatal(results, capsys, tmp_path):
     shutil.copytree(folders["short"], odd)
     summary = json.loads((odd / "summary.json").read_text())
     (odd / "summary.json").write_text(
-        json.dumps(summary | {"step_time_s_last": "fast", "model": 5})
+        json.dumps(summary | {"step_time_s_last": "fast", "model": 5, "valid": "yes"})
     )
     with open(odd / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 4, "loss": "x"}) + "\n")
@@ -305,6 +305,7 @@ def test_mistyped_values_are_named_not_fatal(results, capsys, tmp_path):
     assert code == 0
     row = table_rows(out)["odd"]
     assert row["step time last (s)"] == "" and row["model"] == "llama31_debug"  # config.yaml
+    assert row["valid"] == "no: invalid: summary.json: valid='yes' is not true or false"
     (csv_row,) = csv.DictReader((tmp_path / "r.csv").open())
     assert "summary.json: step_time_s_last='fast' is not a number" in csv_row["problems"]
     assert "summary.json: model=5 is not text" in csv_row["problems"]

@@ -207,8 +207,11 @@ def _read_records(run: Run) -> list[dict]:
 def status(run: Run) -> tuple[str, str | None]:
     """``valid``, ``invalid``, ``incomplete`` or ``dry run``, and the reason where not valid."""
     if run.summary is not None:
-        if run.summary.get("valid") is True:
+        valid = run.summary.get("valid")
+        if valid is True:
             return "valid", None
+        if valid is not False:  # edited by hand, another tool's file
+            return "invalid", f"summary.json: valid={valid!r} is not true or false"
         return "invalid", run.summary.get("invalid_reason") or "summary.json says valid: false"
     if run.plan is not None:
         return "dry run", None
