@@ -422,20 +422,6 @@ def parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse
     return args, proxy
 
 
-CHECK = """
-import sys
-from recipes.errors import ConfigError
-from recipes.train import check_command_line
-try:
-    check_command_line(sys.argv[1:], 1)
-except ConfigError as err:
-    print(f"configuration error: {err}")
-    sys.exit(2)
-"""
-"""recipes-train's own checks of one configuration, in a child process (this one holds no
-CUDA context): what the run would refuse is refused before any run folder is made."""
-
-
 def check_proxy(ap: argparse.ArgumentParser, proxy: Proxy) -> None:
     """Exit 2 (``ap.error``) with the fix for a proxy recipes-train would refuse."""
     if proxy.steps < 1 or proxy.warmup < 0 or proxy.warmup >= proxy.steps:
@@ -447,13 +433,13 @@ def check_proxy(ap: argparse.ArgumentParser, proxy: Proxy) -> None:
         ap.error(
             "--compile is a backend=native knob (backend.compile); drop it or --backend native"
         )
-    out = subprocess.run(
-        [sys.executable, "-c", CHECK, *proxy.overrides()], capture_output=True, text=True
-    )
-    if out.returncode == 2:
-        ap.error(out.stdout.strip())
-    if out.returncode:
-        ap.error(f"checking the configuration failed:\n{out.stderr[-2000:]}")
+    from recipes.errors import ConfigError
+    from recipes.train import check_command_line
+
+    try:  # recipes-train's own checks, before any run folder: they touch no GPU
+        check_command_line(proxy.overrides(), 1)
+    except ConfigError as err:
+        ap.error(f"configuration error: {err}")
 
 
 def main(argv: list[str] | None = None) -> int:

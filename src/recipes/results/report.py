@@ -27,7 +27,7 @@ from recipes.results.baselines import (
     baseline_for,
     load_baselines,
 )
-from recipes.results.run_dir import file_in_the_way
+from recipes.results.run_dir import file_in_the_way, unwritable
 from recipes.results.summary import last_timed
 
 RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "plan.json")
@@ -588,10 +588,10 @@ def _check_output(target: Path | None, option: str, run_dirs: list[Path]) -> Non
             "overwrites a file; name a new "
             f"{'folder' if folder else 'file'}, or remove the old one first"
         )
-    nearest = next(p for p in (target, *target.parents) if p.exists())
-    if not os.access(nearest, os.W_OK | os.X_OK):
+    locked = unwritable(target)
+    if locked is not None:
         raise ReportError(
-            f"{option} {str(target)!r} cannot be created: {str(nearest)!r} is not writable by "
+            f"{option} {str(target)!r} cannot be created: {str(locked)!r} is not writable by "
             "this user; write it elsewhere"
         )
     resolved = target.resolve()

@@ -25,6 +25,13 @@ def file_in_the_way(path: Path) -> Path | None:
     return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
 
 
+def unwritable(path: Path) -> Path | None:
+    """The nearest existing one of ``path`` and its parents, where this user cannot create files
+    in it; None where ``path`` can be written or created."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    return None if os.access(existing, os.W_OK | os.X_OK) else existing
+
+
 def check_output_dir(output_dir: str) -> None:
     """``output_dir`` must be (or become) a folder of run folders, not a file and not a folder
     inside a run folder (whose runs a report, which does not look into runs, would miss)."""
@@ -47,11 +54,11 @@ def check_output_dir(output_dir: str) -> None:
             f"output_dir={output_dir!r} lies inside the run folder {str(run_dir)!r}; runs go "
             f"side by side in a results folder: use output_dir={str(run_dir.parent)!r}"
         )
-    existing = next(p for p in (root, *root.parents) if p.exists())
-    if not os.access(existing, os.W_OK | os.X_OK):
+    locked = unwritable(root)
+    if locked is not None:
         raise ConfigError(
-            f"output_dir={output_dir!r} cannot be {'written' if existing == root else 'created'}: "
-            f"{str(existing)!r} is not writable by this user; name a folder you can write to"
+            f"output_dir={output_dir!r} cannot be {'written' if locked == root else 'created'}: "
+            f"{str(locked)!r} is not writable by this user; name a folder you can write to"
         )
 
 
