@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from recipes import distributed, metrics
 from recipes.errors import ConfigError
 from recipes.models.llama import num_params
-from recipes.plan.layout import Layout, check_fits_model, divisors
+from recipes.plan.layout import Layout, check_fits_model, divisors, micro_batches
 from recipes.results.manifest import build_manifest
 from recipes.results.run_dir import create_run_dir, write_json, write_new
 
@@ -75,8 +75,7 @@ def memory_per_rank(
     params = (layers_per_stage * block + ends) / layout.tp
     width = BYTES[cfg.dtype.name]
     tokens = trainer.seq_len / layout.cp * trainer.micro_batch_size
-    micro_batches = trainer.global_batch_size // (trainer.micro_batch_size * layout.dp)
-    in_flight = min(layout.pp, micro_batches)
+    in_flight = min(layout.pp, micro_batches(trainer, layout))
     saved, recomputed = activations_per_token(cfg, layout, recompute)
     megatron = cfg.backend.name == "megatron"
     parts = {
@@ -128,8 +127,7 @@ def overheads(cfg: DictConfig, layout: Layout, recompute: str | None = None) -> 
     """Share of each step a pipeline rank idles, and the FLOPs recomputation adds (as a share of
     the model FLOPs), for ``layout`` under ``backend.activation_checkpointing`` or ``recompute``."""
     model, trainer = cfg.model, cfg.trainer
-    m = trainer.global_batch_size // (trainer.micro_batch_size * layout.dp)
-    bubble = (layout.pp - 1) / (layout.vp * m + layout.pp - 1)
+    bubble = (layout.pp - 1) / (layout.vp * micro_batches(trainer, layout) + layout.pp - 1)
     shape = {k: model[k] for k in ("n_layers", "dim", "n_heads", "n_kv_heads")}
     attention = metrics.attention_flops_per_token(seq_len=trainer.seq_len, **shape)
     scores = attention - metrics.attention_flops_per_token(seq_len=0, **shape)

@@ -40,6 +40,11 @@ class Layout:
         return self.world_size == 1
 
 
+def micro_batches(trainer: DictConfig, layout: Layout) -> int:
+    """Micro-batches each data-parallel rank runs per optimizer step: GBS / (MBS x DP)."""
+    return trainer.global_batch_size // (trainer.micro_batch_size * layout.dp)
+
+
 def divisors(n: int) -> list[int]:
     """Positive divisors of ``n`` in increasing order."""
     return [d for d in range(1, n + 1) if n % d == 0]
@@ -164,15 +169,15 @@ def check_fits_model(layout: Layout, cfg: DictConfig) -> None:
             f"micro_batch_size*dp={trainer.micro_batch_size}*{layout.dp}={per_step}; use "
             f"global_batch_size={_nearest_multiples(trainer.global_batch_size, per_step)}"
         )
-    micro_batches = trainer.global_batch_size // per_step
+    per_rank = micro_batches(trainer, layout)
     # Each pipeline rank needs a micro-batch in flight per stage; interleaving cycles through pp.
     step = layout.pp if layout.vp > 1 else 1
-    if layout.pp > 1 and (micro_batches < layout.pp or micro_batches % step):
+    if layout.pp > 1 and (per_rank < layout.pp or per_rank % step):
         need = f"a multiple of pp={layout.pp}" if layout.vp > 1 else f"at least pp={layout.pp}"
         unit = per_step * layout.pp
         fix = _nearest_multiples(max(trainer.global_batch_size, unit), unit)
         raise ConfigError(
-            f"trainer.global_batch_size={trainer.global_batch_size} gives {micro_batches} "
+            f"trainer.global_batch_size={trainer.global_batch_size} gives {per_rank} "
             f"micro-batches per pipeline (global_batch_size / (micro_batch_size*dp)); it must be "
             f"{need}; use global_batch_size={fix}"
         )

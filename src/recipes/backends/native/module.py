@@ -23,7 +23,7 @@ from recipes.backends.native.parallelize import fsdp_enabled, parallelize
 from recipes.backends.native.strategy import Meshes
 from recipes.models.llama import Llama, num_params, set_sdpa_priority
 from recipes.optim import build_optimizer
-from recipes.plan.layout import Layout
+from recipes.plan.layout import Layout, micro_batches
 
 FULL_INIT_MAX_PARAMS = 2_000_000_000
 """``backend.init=auto`` draws the full model on every rank below this size."""
@@ -135,8 +135,7 @@ class NativeLlamaModule(L.LightningModule):
 
     @property
     def micro_batches_per_step(self) -> int:
-        trainer = self.cfg.trainer
-        return trainer.global_batch_size // (trainer.micro_batch_size * self.layout.dp)
+        return micro_batches(self.cfg.trainer, self.layout)
 
     def configure_optimizers(self):
         optimizer, schedule = build_optimizer(
