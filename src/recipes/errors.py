@@ -7,6 +7,10 @@ class ConfigError(ValueError):
     """A configuration that cannot run, found before any process group or GPU is touched."""
 
 
+class LayoutError(ConfigError):
+    """A parallel layout that the world size, the model or the batch shape does not allow."""
+
+
 def error_message(exc: BaseException) -> str:
     """``exc``'s own message, also where a DataLoader worker raised it: torch re-raises a
     worker's exception as the same type with the worker's whole traceback for its message,

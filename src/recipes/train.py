@@ -27,8 +27,9 @@ from recipes.callbacks.profiling import ProfilingCallback, check_profiling, prof
 from recipes.checkpoint import SIGNAL_STOP, CheckpointCallback, check_resume, check_schedule
 from recipes.config import compose, conf_dir, register_configs, resolve_auto, validate
 from recipes.data import TokenDataModule
-from recipes.errors import ConfigError, error_message
+from recipes.errors import ConfigError, LayoutError, error_message
 from recipes.plan.layout import Layout
+from recipes.plan.scale import published_hint
 from recipes.results.run_dir import check_output_dir
 from recipes.results.summary import RunShape
 
@@ -86,7 +87,13 @@ def check_and_plan(
             f"cluster.num_gpus={planned} but {launched} processes were launched; cluster.num_gpus "
             "is what a dry run plans for: drop it, or add dry_run=true"
         )
-    layout = validate(cfg, planned if cfg.dry_run and planned else launched)
+    try:
+        layout = validate(cfg, planned if cfg.dry_run and planned else launched)
+    except LayoutError as err:
+        if not (cfg.dry_run and planned):
+            raise
+        hint = published_hint(cfg.model.name, cfg.dtype.name, planned)
+        raise LayoutError(f"{err}{hint}") from None
     backend = get_backend(cfg.backend.name)
     backend.validate(cfg, layout)
     check_schedule(cfg)

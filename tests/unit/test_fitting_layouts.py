@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from recipes.config import validate
+from recipes.errors import LayoutError
 from recipes.plan.estimate import RECOMPUTE_ORDER, TP_MAX, fitting_layouts, plan
-from recipes.train import run
+from recipes.plan.scale import SEED_003
+from recipes.train import check_command_line, run
 
 GPUS = 576
 H100_GIB = 79.6
@@ -123,6 +125,48 @@ def test_the_dry_run_log_says_when_no_layout_fits(tmp_path, compose_cfg, caplog)
         )
     assert "no layout of 8 GPUs is predicted to fit" in caplog.text
     assert "plan for more GPUs (cluster.num_gpus)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("gpus", "dtype", "added"),
+    [
+        (576, "", ["+experiment=llama31_405b_576gpu_h100_bf16"]),
+        (
+            720,
+            "dtype=fp8",
+            ["+experiment=llama31_405b_576gpu_h100_fp8", "trainer.global_batch_size=315"],
+        ),
+    ],
+)
+def test_a_refused_dry_run_layout_names_the_pinned_configuration(
+    tmp_path, compose_cfg, gpus, dtype, added
+):
+    # DESIGN's `recipes-train model=llama31_405b cluster.num_gpus=576 dry_run=true`: the default
+    # global batch of 8 cannot be split over 576 data-parallel ranks.
+    asked = [
+        "model=llama31_405b",
+        f"cluster.num_gpus={gpus}",
+        "dry_run=true",
+        *filter(None, [dtype]),
+    ]
+    if dtype:
+        asked.append("cluster.gpu_type=h100_sxm")  # FP8 is planned only for a GPU that has it
+    with pytest.raises(LayoutError, match="global_batch_size=8 is not divisible") as refused:
+        run(compose_cfg(*asked, f"output_dir={tmp_path}"))
+    assert str(refused.value).endswith(
+        f"or plan the pinned configuration for {gpus} GPUs ({SEED_003}): add {' '.join(added)}"
+    )
+    planned = run(compose_cfg(*asked, *added, f"output_dir={tmp_path}"))
+    assert planned["layout"]["world_size"] == gpus and planned["fits"] is True
+
+
+def test_only_a_dry_run_with_planned_gpus_names_a_pinned_configuration(compose_cfg):
+    with pytest.raises(LayoutError) as launched:  # processes launched: launch.sh picks for them
+        check_command_line(["model=llama31_8b", "parallelism.tp=16"], 16)
+    assert "pinned" not in str(launched.value)
+    with pytest.raises(LayoutError) as unknown:  # the debug model has no pinned configuration
+        check_command_line(["cluster.num_gpus=16", "dry_run=true", "parallelism.tp=16"], 1)
+    assert str(unknown.value).endswith("use tp in {1, 2}")
 
 
 def test_the_plan_states_the_pipeline_bubble_and_the_recomputed_flops(compose_cfg):

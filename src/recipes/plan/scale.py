@@ -93,6 +93,20 @@ def pick(model_size: str, dtype: str, num_gpus: int) -> Scale:
     return scale
 
 
+def published_hint(model_name: str, dtype: str, num_gpus: int) -> str:
+    """What a dry run refused for its layout adds to the error: the pinned configuration
+    launch.sh runs for ``model_name`` on ``num_gpus`` ('' where there is none), as overrides.
+    Its dtype is ``dtype``, or bf16 where no pinned configuration has that dtype."""
+    size = model_name.removeprefix("llama31_")
+    if size not in MODEL_SIZES:
+        return ""
+    found = _pick(size, dtype if dtype in DTYPES else "bf16", num_gpus)
+    if found is None or found.experiment is None:
+        return ""
+    add = " ".join(o for o in found.overrides() if o.startswith(("+", "trainer.")))
+    return f"; or plan the pinned configuration for {num_gpus} GPUs ({found.source}): add {add}"
+
+
 def _pick(model_size: str, dtype: str, n: int) -> Scale | None:
     def scale(experiment, gbs, source, proxy=False) -> Scale:
         return Scale(model_size, dtype, n, experiment, gbs, proxy, source)
