@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -448,3 +449,43 @@ def test_a_row_without_step_time_loads_when_it_says_why(tmp_path):
     )
     (row,) = bl.load_baselines(tmp_path)
     assert row.row["step_time_s_absent"] == "not published" and row.row["mfu_peak"] == 2250
+
+
+def test_a_dry_run_plan_states_the_published_figures_of_its_configuration(
+    tmp_path, caplog, compose_cfg
+):
+    from recipes.train import run
+
+    asked = ["+experiment=llama31_405b_576gpu_h100_bf16", "cluster.num_gpus=576", "dry_run=true"]
+    with caplog.at_level("INFO", logger="recipes"):
+        result = run(compose_cfg(*asked, "parallelism.vp=1", f"output_dir={tmp_path}"))
+    expected = result["baseline"]
+    assert expected["step_time_s"] == 17.20 and expected["mfu"] == 0.5578
+    assert expected["match"]["num_gpus"] == 576 and "measured" not in expected
+    assert expected["layout_differs"] == {"vp": {"run": 1, "baseline": 7}}
+    assert (
+        "published for this configuration (NVIDIA DGX Cloud benchmarking recipe, Llama 3.1 405B, "
+        "NeMo 24.09): step time 17.2 s, tokens/s 120022, MFU 55.8% (of the bf16 peak), 1T tokens "
+        "in 96.43 days; its vp is 7 (this plan: 1)"
+    ) in caplog.text
+    written = json.loads((Path(result["run_dir"]) / "plan.json").read_text())
+    assert written["baseline"] == expected and written["baseline_note"] is None
+
+
+def test_a_dry_run_plan_without_a_published_row_says_why(tmp_path, compose_cfg):
+    from recipes.train import run
+
+    other = run(
+        compose_cfg(
+            "model=llama31_8b",
+            "dtype=bf16",
+            "cluster.gpu_type=h100_sxm",
+            "cluster.num_gpus=24",
+            "trainer.global_batch_size=24",
+            "dry_run=true",
+            f"output_dir={tmp_path}",
+        )
+    )
+    assert other["baseline"] is None and "no baseline for num_gpus=24" in other["baseline_note"]
+    unnamed = run(compose_cfg("dry_run=true", f"output_dir={tmp_path}"))
+    assert unnamed["baseline"] is None and unnamed["baseline_note"] == "no cluster.gpu_type named"

@@ -36,6 +36,7 @@ from recipes import distributed, metrics
 from recipes.errors import ConfigError
 from recipes.models.llama import num_params
 from recipes.plan.layout import Layout, check_fits_model, divisors, micro_batches
+from recipes.results.baselines import expected_for_plan
 from recipes.results.manifest import build_manifest
 from recipes.results.run_dir import create_run_dir, write_json, write_new
 
@@ -243,6 +244,11 @@ def plan(cfg: DictConfig, layout: Layout) -> dict:
     memory = memory_per_rank(cfg, layout)
     capacity_gib = metrics.DEVICE_MEMORY_GIB.get(metrics.device_key(gpu or "") or "")
     fits = None if capacity_gib is None else memory["total"] <= capacity_gib
+    if gpu is None:
+        expected = {"baseline": None, "baseline_note": "no cluster.gpu_type named"}
+    else:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        expected = expected_for_plan(config, layout.world_size, gpu)
     return {
         "model": cfg.model.name,
         "dtype": cfg.dtype.name,
@@ -262,6 +268,8 @@ def plan(cfg: DictConfig, layout: Layout) -> dict:
         "peak": None if peak is None else vars(peak),
         "step_time_s_at_mfu": step_time_at_mfu(flops["dgxc"], layout.world_size, peak),
         **overheads(cfg, layout),
+        # The published figures of this configuration, where a workload's baselines.yaml has them.
+        **expected,
         "note": None if peak else _no_peak_note(gpu, cfg.dtype.name),
     }
 
@@ -286,6 +294,28 @@ def _not_fitting(result: dict) -> str:
     return f"{head}; layouts predicted to fit (plan.json fitting_layouts): {found}"
 
 
+def _published(baseline: dict) -> str:
+    """The published figures a plan's configuration has, and how its layout differs."""
+    figures = {
+        "step time": baseline["step_time_s"] and f"{baseline['step_time_s']} s",
+        "tokens/s": baseline["tokens_per_s"],
+        "tokens/s/GPU": baseline["tokens_per_s_per_gpu"],
+        "MFU": baseline["mfu"] and f"{baseline['mfu']:.1%} (of the {baseline['mfu_peak']} peak)",
+        "1T tokens in": baseline["time_to_train_1t_days"]
+        and f"{baseline['time_to_train_1t_days']} days",
+    }
+    said = ", ".join(f"{k} {v}" for k, v in figures.items() if v)
+    differs = "".join(
+        f"; its {k} is {_said(v['baseline'])} (this plan: {_said(v['run'])})"
+        for k, v in {**baseline["layout_differs"], **baseline["setup_differs"]}.items()
+    )
+    return f"published for this configuration ({baseline['source']}): {said}{differs}"
+
+
+def _said(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def dry_run(cfg: DictConfig, layout: Layout) -> dict:
     """Write ``config.yaml``, ``manifest.json`` and ``plan.json`` to a new run folder."""
     result = plan(cfg, layout)
@@ -299,4 +329,6 @@ def dry_run(cfg: DictConfig, layout: Layout) -> dict:
     log.info("dry run plan written to %s", run_dir / "plan.json")
     if result["fits"] is False:
         log.warning(_not_fitting(result))
+    if result["baseline"]:
+        log.info(_published(result["baseline"]))
     return {"run_dir": str(run_dir), **result}

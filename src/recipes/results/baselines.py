@@ -280,13 +280,33 @@ def baseline_for(
     """``{"baseline": comparison or None, "baseline_note": why none, or None}`` for a summary."""
     if not summary.get("steps"):
         return {"baseline": None, "baseline_note": "no step was measured"}
-    try:
-        baselines = load_baselines() if baselines is None else baselines
-    except BaselineError as err:
-        return {"baseline": None, "baseline_note": str(err)}
     facts = run_facts(summary, config, device_name)
-    row, why = find_baseline(facts, baselines)
+    row, why = _matching_row(facts, baselines)
     if row is None:
         return {"baseline": None, "baseline_note": why}
     measured = measured_figures(summary, mfu_peak(row))
     return {"baseline": compare(row, measured, facts), "baseline_note": None}
+
+
+def expected_for_plan(
+    config: Mapping[str, Any], num_gpus: int, gpu_type: str, baselines: list[Baseline] | None = None
+) -> dict[str, Any]:
+    """What a dry run plans against: ``{"baseline": the published row's figures (no measured
+    side) or None, "baseline_note": why none, or None}`` for ``config`` on ``num_gpus`` GPUs of
+    ``gpu_type`` (a peak-table key)."""
+    facts = run_facts({"num_gpus": num_gpus}, config, gpu_type)
+    row, why = _matching_row(facts, baselines)
+    if row is None:
+        return {"baseline": None, "baseline_note": why}
+    expected = compare(row, {}, facts)
+    del expected["measured"], expected["ratio"]
+    return {"baseline": expected, "baseline_note": None}
+
+
+def _matching_row(facts: RunFacts, baselines: list[Baseline] | None) -> tuple[Baseline | None, str]:
+    """:func:`find_baseline` over ``baselines`` (default: the shipped ones)."""
+    try:
+        baselines = load_baselines() if baselines is None else baselines
+    except BaselineError as err:
+        return None, str(err)
+    return find_baseline(facts, baselines)
