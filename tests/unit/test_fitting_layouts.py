@@ -128,18 +128,25 @@ def test_the_dry_run_log_says_when_no_layout_fits(tmp_path, compose_cfg, caplog)
 
 
 @pytest.mark.parametrize(
-    ("gpus", "dtype", "added"),
+    ("gpus", "dtype", "what", "added"),
     [
-        (576, "", ["+experiment=llama31_405b_576gpu_h100_bf16"]),
+        (576, "", "configuration", ["+experiment=llama31_405b_576gpu_h100_bf16"]),
         (
             720,
             "dtype=fp8",
+            "configuration",
             ["+experiment=llama31_405b_576gpu_h100_fp8", "trainer.global_batch_size=315"],
+        ),
+        (
+            32,
+            "",
+            "proxy configuration (fewer layers)",
+            ["+experiment=llama31_405b_32gpu_h100_bf16"],
         ),
     ],
 )
 def test_a_refused_dry_run_layout_names_the_pinned_configuration(
-    tmp_path, compose_cfg, gpus, dtype, added
+    tmp_path, compose_cfg, gpus, dtype, what, added
 ):
     # DESIGN's `recipes-train model=llama31_405b cluster.num_gpus=576 dry_run=true`: the default
     # global batch of 8 cannot be split over 576 data-parallel ranks.
@@ -154,7 +161,7 @@ def test_a_refused_dry_run_layout_names_the_pinned_configuration(
     with pytest.raises(LayoutError, match="global_batch_size=8 is not divisible") as refused:
         run(compose_cfg(*asked, f"output_dir={tmp_path}"))
     assert str(refused.value).endswith(
-        f"or plan the pinned configuration for {gpus} GPUs ({SEED_003}): add {' '.join(added)}"
+        f"or plan the pinned {what} for {gpus} GPUs ({SEED_003}): add {' '.join(added)}"
     )
     planned = run(compose_cfg(*asked, *added, f"output_dir={tmp_path}"))
     assert planned["layout"]["world_size"] == gpus and planned["fits"] is True

@@ -104,7 +104,8 @@ def published_hint(model_name: str, dtype: str, num_gpus: int) -> str:
     if found is None or found.experiment is None:
         return ""
     add = " ".join(o for o in found.overrides() if o.startswith(("+", "trainer.")))
-    return f"; or plan the pinned configuration for {num_gpus} GPUs ({found.source}): add {add}"
+    what = "proxy configuration (fewer layers)" if found.proxy else "configuration"
+    return f"; or plan the pinned {what} for {num_gpus} GPUs ({found.source}): add {add}"
 
 
 def _pick(model_size: str, dtype: str, n: int) -> Scale | None:
