@@ -555,4 +555,11 @@ def validate(cfg: DictConfig, world_size: int):
         )
     layout = resolve_layout(cfg.parallelism, world_size)
     check_fits_model(layout, cfg)
+    # Ranks outside the world log nothing; a list with none inside would hide every step line.
+    if cfg.log_ranks is not None and not any(0 <= r < world_size for r in cfg.log_ranks):
+        raise ConfigError(
+            f"log_ranks={list(cfg.log_ranks)} names no rank of this {world_size}-process run "
+            f"(ranks 0..{world_size - 1}), so no console would show a step line; list one of "
+            "them, e.g. log_ranks=[0] (LOG_RANK=0), or null for every rank (LOG_RANK=all)"
+        )
     return layout

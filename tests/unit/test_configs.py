@@ -164,6 +164,12 @@ def test_unknown_group_option_fails(compose_cfg):
         (["cluster.comm_backend='cpu:gloo,cuda:foo'"], 1, r"'cpu:gloo,cuda:foo' is not a torch"),
         (["cluster.comm_backend=nccl"], 1, r"comm_backend='nccl' (is not built|needs GPUs)"),
         (["run_name=a/b"], 1, r"run_name='a/b' must be a non-empty name without '/'"),
+        (
+            ["log_ranks=[4]"],
+            4,
+            r"log_ranks=\[4\] names no rank of this 4-process run \(ranks 0..3\)",
+        ),
+        (["log_ranks=[]"], 2, r"log_ranks=\[\] names no rank .* or null for every rank"),
         # FP8 only where the planned GPU has FP8 (MXFP8: Blackwell) tensor cores.
         (
             ["dtype=fp8", "dry_run=true", "cluster.gpu_type=a100"],
@@ -209,6 +215,14 @@ def test_gpu_requested_without_gpu_fails(compose_cfg):
     cfg = compose_cfg("cluster.accelerator=gpu")
     with pytest.raises(ConfigError, match="torch sees no GPU"):
         resolve_auto(cfg, cuda_available=False)
+
+
+def test_log_ranks_may_name_ranks_a_smaller_run_lacks(compose_cfg):
+    # One LOG_RANK for a sweep over world sizes: the ranks that exist log, the rest are ignored.
+    for ranks in ("[0,7]", "[1]", "null"):
+        cfg = compose_cfg(f"log_ranks={ranks}")
+        resolve_auto(cfg, cuda_available=False)
+        assert validate(cfg, world_size=2).world_size == 2
 
 
 def test_dp_shard_takes_the_rest(compose_cfg):
