@@ -128,6 +128,8 @@ def test_every_run_folder_is_listed_sorted_and_labelled(results, capsys):
     assert out.startswith(f"{len(folders)} run(s): 1 dry run, 3 valid, 1 invalid, 3 incomplete")
     assert rows[folders["short"].name]["valid"] == "yes"
     assert rows[folders["dry"].name]["valid"] == "dry run (plan.json)"
+    # Nothing measured: the dry run shows what its plan.json found published for it.
+    assert rows[folders["dry"].name]["vs baseline"] == "published: 11.24 s/step"
     assert rows[folders["nan"].name]["valid"].startswith("no: invalid: non-finite grad_norm=nan")
     crashed = rows[folders["crashed"].name]["valid"]
     assert crashed.startswith("no: incomplete: no summary.json; metrics.jsonl: 1 unreadable line")
@@ -195,7 +197,11 @@ def test_csv_has_every_column_with_raw_values(results, capsys, tmp_path):
     assert float(big["ratio_step_time_s"]) == pytest.approx(11.0 / 11.24)
     assert float(big["baseline_tokens_per_s"]) == 183664 and big["gpu_type"] == "h100_sxm"
     assert rows[folders["crashed"].name]["status"] == "incomplete"
-    assert rows[folders["dry"].name]["status"] == "dry run"
+    dry = rows[folders["dry"].name]
+    assert dry["status"] == "dry run" and float(dry["baseline_step_time_s"]) == 11.24
+    assert dry["ratio_tokens_per_s"] == "" and dry["baseline_note"].startswith(
+        "dry run: nothing measured; setup differs: fp8_recipe=tensorwise"
+    )
 
 
 def test_markdown_file_holds_what_stdout_shows(results, capsys, tmp_path):

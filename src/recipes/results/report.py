@@ -326,24 +326,30 @@ def _baseline_columns(
 ) -> dict[str, Any]:
     empty = dict.fromkeys(BASELINE_COLUMNS)
     if run.summary is None:
-        why = "dry run: nothing measured" if run.plan is not None else "no summary.json"
-        return empty | {"baseline_note": why}
-    result = baseline_for(run.summary, run.config, device, baselines)
-    found = result["baseline"]
-    if found is None:
-        return empty | {"baseline_note": result["baseline_note"]}
-    kinds = {"layout": found["layout_differs"], "setup": found["setup_differs"]}
-    notes = [
+        if run.plan is None:
+            return empty | {"baseline_note": "no summary.json"}
+        # A dry run: the published row its plan.json found (plan.json of an older version: none).
+        found, notes = run.plan.get("baseline"), ["dry run: nothing measured"]
+        if not isinstance(found, dict):
+            return empty | {"baseline_note": notes[0]}
+    else:
+        result = baseline_for(run.summary, run.config, device, baselines)
+        found, notes = result["baseline"], []
+        if found is None:
+            return empty | {"baseline_note": result["baseline_note"]}
+    kinds = {"layout": found.get("layout_differs"), "setup": found.get("setup_differs")}
+    notes += [
         f"{kind} differs: "
         + ", ".join(f"{k}={v['run']} (baseline {v['baseline']})" for k, v in differs.items())
         for kind, differs in kinds.items()
         if differs
     ]
+    ratios = found.get("ratio") or {}
     return {
         "baseline_source": f"{found['source']} ({found['file']})",
-        **{f"baseline_{k}": found[k] for k in FIGURES},
-        "baseline_mfu_peak": found["mfu_peak"],
-        **{f"ratio_{k}": found["ratio"][k] for k in FIGURES},
+        **{f"baseline_{k}": found.get(k) for k in FIGURES},
+        "baseline_mfu_peak": found.get("mfu_peak"),
+        **{f"ratio_{k}": ratios.get(k) for k in FIGURES},
         "baseline_note": "; ".join(notes) or None,
     }
 
@@ -425,6 +431,10 @@ def _valid(row: dict) -> str:
 
 
 def _vs_baseline(row: dict) -> str:
+    if row["status"] == "dry run" and row["baseline_source"]:  # nothing measured: what to expect
+        if row["baseline_step_time_s"] is not None:
+            return f"published: {row['baseline_step_time_s']} s/step"
+        return f"published: {_num(row['baseline_tokens_per_s_per_gpu'], '{:,.0f}')} tokens/s/GPU"
     ratio = row["ratio_tokens_per_s"]
     if ratio is None:  # a row that gives tokens/s per GPU only (torchtitan's tps)
         ratio = row["ratio_tokens_per_s_per_gpu"]
@@ -462,7 +472,8 @@ def _notes(rows: list[dict]) -> list[str]:
         "vs baseline: tokens/s (or tokens/s/GPU where the baseline gives only that) measured / "
         "expected for the same model, dtype, GPU type, GPU count, layers and GBS, with any "
         "layout, torch.compile or FP8 recipe difference; the CSV has the other ratios (MFU "
-        "against the baseline's own peak) and why a run has none.",
+        "against the baseline's own peak) and why a run has none. A dry run shows the "
+        "published figure of the configuration it planned.",
     ]
     sources = sorted({r["baseline_source"] for r in rows if r["baseline_source"]})
     return [f"- {n}" for n in notes] + [f"- baseline: {s}" for s in sources]
