@@ -20,7 +20,7 @@ from recipes.distributed import RENDEZVOUS_VARS
 from recipes.errors import ConfigError
 from recipes.optim import lr_factor
 from recipes.plan.estimate import memory_per_rank
-from recipes.train import run
+from recipes.train import check_command_line, run
 
 SUMMARY_FIELDS = {
     "valid",
@@ -222,9 +222,12 @@ def test_output_dir_that_cannot_be_written_is_refused(tmp_path, compose_cfg, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"output_dir='' names no folder .*output_dir=results"):
         run(compose_cfg("output_dir=", "dry_run=true"))
-    # /proc takes no new folders, whoever asks: refused, not a traceback.
-    with pytest.raises(ConfigError, match=r"output_dir='/proc/recipes-results'.* name a folder"):
-        run(compose_cfg("output_dir=/proc/recipes-results", "dry_run=true"))
+    # /proc takes no new folders, whoever asks (root too, whom access() lets write anywhere):
+    # refused by the checks, before any process group, and no probe is left behind.
+    with pytest.raises(ConfigError, match=r"output_dir='/proc/recipes-results' cannot be created"):
+        check_command_line(["output_dir=/proc/recipes-results"], 1)
+    check_command_line([f"output_dir={tmp_path}/results"], 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,15 @@ def unwritable(path: Path) -> Path | None:
     """The nearest existing one of ``path`` and its parents, where this user cannot create files
     in it; None where ``path`` can be written or created."""
     existing = next(p for p in (path, *path.parents) if p.exists())
-    return None if os.access(existing, os.W_OK | os.X_OK) else existing
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return existing
+    # access() answers yes to root everywhere, and some file systems (/proc) refuse what it
+    # allows: make and remove an empty folder there to be sure.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".recipes-write-check-", dir=existing))
+    except OSError:
+        return existing
+    return None
 
 
 def check_output_dir(output_dir: str) -> None:
