@@ -76,17 +76,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        dtype, size = env.get("DTYPE", ""), env.get("MODEL_SIZE", "")
-        if dtype not in scales.DTYPES:
-            raise LaunchError(
-                f"DTYPE='{dtype}' is required and must be one of: {' '.join(scales.DTYPES)} "
-                "(e.g. DTYPE=bf16)"
-            )
-        if size not in scales.MODEL_SIZES:
-            raise LaunchError(
-                f"MODEL_SIZE='{size}' is required and must be one of: "
-                f"{' '.join(scales.MODEL_SIZES)}"
-            )
+        dtype = _one_of(env, "DTYPE", scales.DTYPES)
+        size = _one_of(env, "MODEL_SIZE", scales.MODEL_SIZES)
         log_rank = env.get("LOG_RANK", "").strip()
         comm = env.get("COMM_BACKEND", "").strip() or None
         if comm and not re.fullmatch(r"[A-Za-z0-9_:,]+", comm):
@@ -129,12 +120,25 @@ class Settings:
         )
 
 
+def _one_of(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """The required setting ``name``, one of ``allowed`` (written as listed: lower case)."""
+    value = env.get(name, "")
+    if value in allowed:
+        return value
+    fix = f"use {name}={value.lower()}" if value.lower() in allowed else f"e.g. {name}={allowed[0]}"
+    said = f"{name}={value!r} must be" if value else f"{name} is required,"
+    raise LaunchError(f"{said} one of: {' '.join(allowed)}; {fix}")
+
+
 def _positive(env: Mapping[str, str], name: str) -> int | None:
     value = env.get(name, "").strip()
     if not value:
         return None
     if not value.isdigit() or int(value) < 1:
-        raise LaunchError(f"{name}={value!r} must be a positive whole number")
+        raise LaunchError(
+            f"{name}={value!r} must be a positive whole number; set one (e.g. {name}=1), or "
+            "unset it for the default"
+        )
     return int(value)
 
 

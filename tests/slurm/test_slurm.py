@@ -53,7 +53,7 @@ def test_debug_job_trains_across_2_nodes_x_2_ranks(slurm, staged, tmp_path):
 @pytest.mark.parametrize(
     "env, extra, message",
     [
-        ({"MODEL_SIZE": "debug"}, (), "DTYPE='' is required and must be one of: bf16 fp8"),
+        ({"MODEL_SIZE": "debug"}, (), "DTYPE is required, one of: bf16 fp8; e.g. DTYPE=bf16"),
         ({"DTYPE": "fp16", "MODEL_SIZE": "debug"}, (), "DTYPE='fp16' is required"),
         ({"DTYPE": "bf16", "MODEL_SIZE": "405b"}, (), "no configuration for 4 GPUs; supported: 32"),
         # A configuration the ranks would refuse: refused once, before srun starts them.

@@ -32,9 +32,15 @@ def launch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"MODEL_SIZE": "8b"}, "DTYPE='' is required and must be one of: bf16 fp8"),
-        ({"DTYPE": "fp16", "MODEL_SIZE": "8b"}, "DTYPE='fp16' is required and must be one of"),
-        ({"DTYPE": "bf16"}, "MODEL_SIZE='' is required and must be one of: 8b 70b 405b debug"),
+        ({"MODEL_SIZE": "8b"}, "DTYPE is required, one of: bf16 fp8; e.g. DTYPE=bf16"),
+        (
+            {"DTYPE": "fp16", "MODEL_SIZE": "8b"},
+            "DTYPE='fp16' must be one of: bf16 fp8; e.g. DTYPE=bf16",
+        ),
+        (
+            {"DTYPE": "bf16"},
+            "MODEL_SIZE is required, one of: 8b 70b 405b debug; e.g. MODEL_SIZE=8b",
+        ),
         ({"DTYPE": "bf16", "MODEL_SIZE": "7b"}, "MODEL_SIZE='7b'"),
     ],
 )

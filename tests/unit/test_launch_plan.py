@@ -66,11 +66,22 @@ def stage(tmp_path):
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"MODEL_SIZE": "8b"}, "DTYPE='' is required and must be one of: bf16 fp8"),
-        ({"DTYPE": "fp4", "MODEL_SIZE": "8b"}, "DTYPE='fp4' is required"),
-        ({"DTYPE": "bf16"}, "MODEL_SIZE='' is required and must be one of: 8b 70b 405b debug"),
+        ({"MODEL_SIZE": "8b"}, "DTYPE is required, one of: bf16 fp8; e.g. DTYPE=bf16"),
+        ({"DTYPE": "fp4", "MODEL_SIZE": "8b"}, "DTYPE='fp4' must be one of: bf16 fp8; e.g. DTYPE=bf16"),
+        (
+            {"DTYPE": "bf16"},
+            "MODEL_SIZE is required, one of: 8b 70b 405b debug; e.g. MODEL_SIZE=8b",
+        ),
         ({"DTYPE": "bf16", "MODEL_SIZE": "13b"}, "MODEL_SIZE='13b'"),
         ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "NGPU": "two"}, "NGPU='two' must be a positive"),
+        (
+            {"DTYPE": "FP8", "MODEL_SIZE": "8b"},
+            "DTYPE='FP8' must be one of: bf16 fp8; use DTYPE=fp8",
+        ),
+        (
+            {"DTYPE": "bf16", "MODEL_SIZE": "405B"},
+            "MODEL_SIZE='405B' must be one of: 8b 70b 405b debug; use MODEL_SIZE=405b",
+        ),
         ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "NGPU": "0"}, "NGPU='0' must be a positive"),
         ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "LOG_RANK": "0;1"}, "LOG_RANK='0;1' must be"),
         ({"DTYPE": "bf16", "MODEL_SIZE": "8b", "DRY_RUN": "maybe"}, "DRY_RUN='maybe' must be 1"),
