@@ -54,7 +54,7 @@ def test_debug_job_trains_across_2_nodes_x_2_ranks(slurm, staged, tmp_path):
     "env, extra, message",
     [
         ({"MODEL_SIZE": "debug"}, (), "DTYPE is required, one of: bf16 fp8; e.g. DTYPE=bf16"),
-        ({"DTYPE": "fp16", "MODEL_SIZE": "debug"}, (), "DTYPE='fp16' is required"),
+        ({"DTYPE": "fp16", "MODEL_SIZE": "debug"}, (), "DTYPE='fp16' must be one of: bf16 fp8"),
         ({"DTYPE": "bf16", "MODEL_SIZE": "405b"}, (), "no configuration for 4 GPUs; supported: 32"),
         # A configuration the ranks would refuse: refused once, before srun starts them.
         (
