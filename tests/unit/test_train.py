@@ -322,6 +322,29 @@ def test_dry_run_memory_follows_checkpointing_cp_sharding_and_the_backend(compos
     assert megatron["gathered_params"] == 0
 
 
+def test_dry_run_activations_follow_the_pipeline_schedule_and_the_backends_swiglu(compose_cfg):
+    """The first pipeline stage holds pp micro-batches under 1F1B, pp + (pp - 1) / vp under
+    interleaved 1F1B (its warm-up), every one under GPipe; Megatron's fused bias-SwiGLU keeps
+    three FFN-wide tensors a token where eager PyTorch keeps four."""
+    pp4 = ("parallelism.pp=4", "trainer.global_batch_size=16")  # 8 ranks: dp 2, 8 micro-batches
+
+    def activations(*overrides: str) -> float:
+        return planned_memory(compose_cfg, 8, "dtype=bf16", *pp4, *overrides)["activations"]
+
+    one_f_one_b = activations()
+    assert activations("parallelism.pp_schedule=gpipe") == pytest.approx(one_f_one_b * 8 / 4)
+    interleaved = activations("parallelism.vp=2")  # 32 layers: 8 a stage, two chunks of 4
+    assert interleaved == pytest.approx(one_f_one_b * (4 + 3 / 2) / 4)
+    # Fewer micro-batches than the warm-up wants: all of them, no more.
+    few = ("trainer.global_batch_size=8",)  # 4 micro-batches
+    assert activations("parallelism.vp=2", *few) == pytest.approx(one_f_one_b)
+
+    native = planned_memory(compose_cfg, 8, "dtype=bf16")["activations"]
+    megatron = planned_memory(compose_cfg, 8, "dtype=bf16", "backend=megatron")["activations"]
+    per_token = {f: 6 * 4096 + 2 * 1024 + f * 14336 for f in (3, 4)}
+    assert megatron / native == pytest.approx(per_token[3] / per_token[4])
+
+
 def launcher_free_env() -> dict[str, str]:
     """This process's environment without what an earlier in-process run's process group left
     (MASTER_PORT would make the child bind a port this process still holds)."""

@@ -6,10 +6,16 @@ Memory per rank (mixed-precision AdamW, FSDP/ZeRO-3 sharding over ``dp_shard``):
     model_states     = params_per_shard * 16 B / dp_shard   # fp32 master, fp32 grad, Adam m, v
     gathered         = 2 blocks of params_per_shard, unsharded in the compute dtype (prefetch)
     activations     = layers_per_stage * in_flight * a_block * (s / cp) * mbs * bytes
-    a_block         = 6 h + 2 h_kv + 4 F elements saved per token and block (fused attention,
-                      no recompute): norm in/out x2, q, k, v, attention out, 4 SwiGLU tensors;
-                      divided by tp (norm terms too only with sequence parallelism)
-    in_flight       = min(pp, micro-batches per step) on the first pipeline stage (1F1B), else 1
+    a_block         = 6 h + 2 h_kv + f F elements saved per token and block (fused attention,
+                      no recompute): norm in/out x2, q, k, v, attention out, and the SwiGLU's
+                      f = 4 inner tensors (native: both matmul outputs, silu's output, the
+                      product) or f = 3 (Megatron's fused bias-SwiGLU keeps its 2F input; fc2
+                      its F input); divided by tp (norm terms too only with sequence parallelism)
+    in_flight       = what the first pipeline stage holds at its peak, in whole micro-batches
+                      through its layers, m = micro-batches per step: 1 without PP; 1F1B
+                      min(pp, m); interleaved 1F1B min(pp + (pp - 1) / vp, m) (its warm-up
+                      runs 2 (pp - 1) + (vp - 1) pp chunk forwards, then one more, each chunk
+                      1/vp of the stage); GPipe m (every forward before any backward)
     logits          = 2 * (s / cp) * mbs * V / tp * 4 B on the last stage (fp32 logits and grad)
 
 Step time is the compute-bound estimate ``flops_per_step / (world * peak * mfu)`` at a few
@@ -76,7 +82,7 @@ def memory_per_rank(
     params = (layers_per_stage * block + ends) / layout.tp
     width = BYTES[cfg.dtype.name]
     tokens = trainer.seq_len / layout.cp * trainer.micro_batch_size
-    in_flight = min(layout.pp, micro_batches(trainer, layout))
+    in_flight = micro_batches_in_flight(layout, micro_batches(trainer, layout))
     saved, recomputed = activations_per_token(cfg, layout, recompute)
     megatron = cfg.backend.name == "megatron"
     parts = {
@@ -89,6 +95,18 @@ def memory_per_rank(
     gib["total"] = sum(gib.values())
     gib["params_per_shard"] = params
     return gib
+
+
+def micro_batches_in_flight(layout: Layout, micro_batches: int) -> float:
+    """Micro-batches whose activations the first pipeline stage holds at its peak, in units of
+    the whole stage, under ``layout``'s schedule (the module docstring's ``in_flight``)."""
+    if layout.pp == 1:
+        return 1
+    if layout.pp_schedule == "gpipe":
+        return micro_batches
+    if layout.vp > 1:  # Megatron's and torch's interleaved 1F1B warm up alike
+        return min(layout.pp + (layout.pp - 1) / layout.vp, micro_batches)
+    return min(layout.pp, micro_batches)
 
 
 def _state_bytes(cfg: DictConfig, layout: Layout) -> float:
@@ -109,12 +127,14 @@ def activations_per_token(
 ) -> tuple[float, float]:
     """Elements kept per token (a) for each layer until its backward, (b) once, for the one
     layer being recomputed (full checkpointing). No checkpointing keeps both norms' inputs and
-    outputs, q, k, v, the attention output, and the FFN's four inner tensors; selective (native)
-    keeps every matmul's and attention's output; full keeps the block's input."""
+    outputs, q, k, v, the attention output, and the FFN's inner tensors (four; three on
+    Megatron, whose fused bias-SwiGLU keeps only its input); selective (native) keeps every
+    matmul's and attention's output; full keeps the block's input."""
     model, tp = cfg.model, layout.tp
     kv_dim = model.n_kv_heads * model.dim // model.n_heads
     seq_split = tp if layout.sequence_parallel else 1
-    everything = 4 * model.dim / seq_split + (2 * model.dim + 2 * kv_dim + 4 * model.ffn_dim) / tp
+    ffn = (3 if cfg.backend.name == "megatron" else 4) * model.ffn_dim
+    everything = 4 * model.dim / seq_split + (2 * model.dim + 2 * kv_dim + ffn) / tp
     block_input = model.dim / seq_split
     mode = mode or cfg.backend.activation_checkpointing
     if mode == "full":
