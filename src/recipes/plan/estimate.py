@@ -10,7 +10,9 @@ Memory per rank (mixed-precision AdamW, FSDP/ZeRO-3 sharding over ``dp_shard``):
                       no recompute): norm in/out x2, q, k, v, attention out, and the SwiGLU's
                       f = 4 inner tensors (native: both matmul outputs, silu's output, the
                       product) or f = 3 (Megatron's fused bias-SwiGLU keeps its 2F input; fc2
-                      its F input); divided by tp (norm terms too only with sequence parallelism)
+                      its F input); divided by tp (norm terms too only with sequence parallelism).
+                      Megatron is planned as it runs with Transformer Engine (NeMo's container):
+                      its local spec, without TE, keeps the attention scores and four FFN tensors
     in_flight       = what the first pipeline stage holds at its peak, in whole micro-batches
                       through its layers, m = micro-batches per step: 1 without PP; 1F1B
                       min(pp, m); interleaved 1F1B min(pp + (pp - 1) / vp, m) (its warm-up
