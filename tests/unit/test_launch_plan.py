@@ -67,7 +67,10 @@ def stage(tmp_path):
     "env, message",
     [
         ({"MODEL_SIZE": "8b"}, "DTYPE is required, one of: bf16 fp8; e.g. DTYPE=bf16"),
-        ({"DTYPE": "fp4", "MODEL_SIZE": "8b"}, "DTYPE='fp4' must be one of: bf16 fp8; e.g. DTYPE=bf16"),
+        (
+            {"DTYPE": "fp4", "MODEL_SIZE": "8b"},
+            "DTYPE='fp4' must be one of: bf16 fp8; e.g. DTYPE=bf16",
+        ),
         (
             {"DTYPE": "bf16"},
             "MODEL_SIZE is required, one of: 8b 70b 405b debug; e.g. MODEL_SIZE=8b",
