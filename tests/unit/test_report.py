@@ -130,6 +130,9 @@ def test_every_run_folder_is_listed_sorted_and_labelled(results, capsys):
     assert rows[folders["dry"].name]["valid"] == "dry run (plan.json)"
     # Nothing measured: the dry run shows what its plan.json found published for it.
     assert rows[folders["dry"].name]["vs baseline"] == "published: 11.24 s/step"
+    plan = json.loads((folders["dry"] / "plan.json").read_text())
+    planned = f"{plan['memory_gib']['total']:.1f} planned (fits)"
+    assert rows[folders["dry"].name]["memory (GiB)"] == planned
     assert rows[folders["nan"].name]["valid"].startswith("no: invalid: non-finite grad_norm=nan")
     crashed = rows[folders["crashed"].name]["valid"]
     assert crashed.startswith("no: incomplete: no summary.json; metrics.jsonl: 1 unreadable line")
@@ -199,6 +202,11 @@ def test_csv_has_every_column_with_raw_values(results, capsys, tmp_path):
     assert rows[folders["crashed"].name]["status"] == "incomplete"
     dry = rows[folders["dry"].name]
     assert dry["status"] == "dry run" and float(dry["baseline_step_time_s"]) == 11.24
+    plan = json.loads((folders["dry"] / "plan.json").read_text())
+    assert float(dry["planned_memory_gib"]) == plan["memory_gib"]["total"]
+    assert dry["planned_fits"] == "True" and dry["memory_gib_peak"] == ""
+    assert float(dry["planned_pipeline_bubble"]) == plan["pipeline_bubble"]
+    assert short["planned_memory_gib"] == short["planned_fits"] == ""  # a training run: no plan
     assert dry["ratio_tokens_per_s"] == "" and dry["baseline_note"].startswith(
         "dry run: nothing measured; setup differs: fp8_recipe=tensorwise"
     )

@@ -252,9 +252,20 @@ def run_row(run: Run, baselines: list[Baseline] | None) -> dict[str, Any]:
         **{k: figures.get(k) for k in FIGURE_KEYS},
         "time_to_train_1t_days": None if proxy else figures.get("time_to_train_1t_days"),
         "proxy": proxy,
+        **_planned(plan),
         **_baseline_columns(run, device, baselines),
         "problems": "; ".join(run.problems) or None,
         "path": str(run.path),
+    }
+
+
+def _planned(plan: dict) -> dict[str, Any]:
+    """A dry run's predictions (plan.json): peak GiB per GPU, whether it fits, the bubble."""
+    memory = plan.get("memory_gib")
+    return {
+        "planned_memory_gib": memory.get("total") if isinstance(memory, dict) else None,
+        "planned_fits": plan.get("fits"),
+        "planned_pipeline_bubble": plan.get("pipeline_bubble"),
     }
 
 
@@ -386,7 +397,7 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("tokens/s/GPU", lambda r: _num(r["tokens_per_s_per_gpu"], "{:,.0f}")),
     ("TFLOPS/GPU", lambda r: _num(r["tflops_per_gpu"], "{:,.2f}")),
     ("MFU", lambda r: _pct(r)),
-    ("memory (GiB)", lambda r: _num(r["memory_gib_peak"], "{:.2f}")),
+    ("memory (GiB)", lambda r: _memory(r)),
     ("final loss", lambda r: _num(r["loss_last"], "{:.4f}")),
     ("days to 1T tokens", lambda r: _days(r)),
     ("valid", lambda r: _valid(r)),
@@ -397,6 +408,13 @@ COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
 
 def _num(value: Any, fmt: str) -> str:
     return "" if value is None else fmt.format(value)
+
+
+def _memory(row: dict) -> str:
+    if row["status"] != "dry run" or row["planned_memory_gib"] is None:
+        return _num(row["memory_gib_peak"], "{:.2f}")
+    fits = {True: " (fits)", False: " (does not fit)"}.get(row["planned_fits"], "")
+    return f"{row['planned_memory_gib']:.1f} planned{fits}"
 
 
 def _dtype(row: dict) -> str:
@@ -465,7 +483,8 @@ def markdown(rows: list[dict]) -> str:
 def _notes(rows: list[dict]) -> list[str]:
     notes = [
         "Step time last is the headline (seed 003 reads the last step); mean ± std is over the "
-        "steady-state steps. tokens/s, TFLOPS and MFU are the last step's.",
+        "steady-state steps. tokens/s, TFLOPS and MFU are the last step's. A dry run's memory "
+        "is its plan's peak per GPU against the GPU it planned for (CSV: planned_*).",
         "MFU: model FLOPs (dgxc convention, seed 003) against the dense peak of the run's dtype "
         "(FP8 runs: the FP8 peak); n/a where the device's peak is unknown. The CSV adds "
         "mfu_vs_bf16_peak and mfu_causal.",
