@@ -20,6 +20,7 @@ from recipes.distributed import RENDEZVOUS_VARS
 from recipes.errors import ConfigError
 from recipes.optim import lr_factor
 from recipes.plan.estimate import memory_per_rank
+from recipes.results import report
 from recipes.train import check_command_line, run
 
 SUMMARY_FIELDS = {
@@ -416,6 +417,38 @@ def test_cli_local_multirun_sweep(tmp_path):
         for p in runs
     }
     assert valid == {1e30: False, 1e-3: True, 2e-3: True}
+
+
+def test_a_multirun_of_dry_runs_compares_layouts_in_one_report(tmp_path, capsys):
+    proc = cli(
+        "-m",
+        "dry_run=true",
+        "model=llama31_405b",
+        "backend=megatron",
+        "dtype=bf16",
+        "cluster.num_gpus=576",
+        "cluster.gpu_type=h100_sxm",
+        "trainer.seq_len=8192",
+        "trainer.global_batch_size=576",
+        "parallelism.tp=8",
+        "parallelism.sequence_parallel=true",
+        "parallelism.cp=1,2",
+        "parallelism.pp=9",
+        f"output_dir={tmp_path}/plans",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report.main([str(tmp_path / "plans")]) == 0
+    table = capsys.readouterr().out
+    planned = {}
+    for folder in (tmp_path / "plans").glob("*_dryrun_*"):
+        plan = json.loads((folder / "plan.json").read_text())
+        planned[plan["layout"]["cp"]] = plan
+        fits = "fits" if plan["fits"] else "does not fit"
+        assert f"| {plan['memory_gib']['total']:.1f} planned ({fits}) |" in table
+    assert set(planned) == {1, 2}
+    # CP shards each sequence's activations: cp=2 fits where cp=1 does not.
+    assert planned[2]["fits"] is True and planned[1]["fits"] is False
 
 
 def test_cli_multirun_checks_every_job_before_the_first_runs(tmp_path):
