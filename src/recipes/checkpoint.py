@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -123,6 +124,23 @@ def check_schedule(cfg: DictConfig) -> None:
         raise ConfigError(
             f"checkpoint.every_n_steps={every} must be >= 0; use 0 for no scheduled checkpoint"
         )
+    keep = cfg.checkpoint.keep_latest_k
+    if keep < 0:
+        raise ConfigError(
+            f"checkpoint.keep_latest_k={keep} must be >= 0; use e.g. keep_latest_k=2 (the two "
+            "newest checkpoints), or 0 to keep every one"
+        )
+
+
+def purge_older(run_dir: Path, keep: int) -> list[Path]:
+    """Remove the run's finished checkpoints older than its newest ``keep``; return them.
+
+    Only this run folder's: the checkpoint a run resumed from lies in another run folder and is
+    never touched."""
+    older = complete_checkpoints(run_dir)[:-keep]
+    for path in older:
+        shutil.rmtree(path)
+    return older
 
 
 SIGNAL_STOP = "stopped on SIGUSR1"
@@ -131,7 +149,8 @@ SIGNAL_STOP = "stopped on SIGUSR1"
 
 class CheckpointCallback(L.Callback):
     """Saves ``checkpoint/step_<N>`` in the run folder every N steps, after the last one, and
-    when SIGUSR1 arrives (then stops).
+    when SIGUSR1 arrives (then stops); with ``keep_latest_k`` it then removes the run's older
+    ones.
 
     It runs after :class:`BenchmarkCallback` has closed the step's timing, so saving never
     counts in a step time. The signal handler is installed before ``Trainer.fit``, so
@@ -143,6 +162,7 @@ class CheckpointCallback(L.Callback):
     def __init__(self, cfg: DictConfig, bench: BenchmarkCallback) -> None:
         self.every = cfg.checkpoint.every_n_steps
         self.at_end = cfg.checkpoint.save_at_end
+        self.keep = cfg.checkpoint.keep_latest_k
         self.bench = bench
         self.saved_step: int | None = None
         self.max_steps = cfg.trainer.max_steps
@@ -188,6 +208,12 @@ class CheckpointCallback(L.Callback):
         if step == self.saved_step:
             return
         path = checkpoint_path(self.bench.run_dir, step)
-        trainer.save_checkpoint(path, weights_only=False)
+        trainer.save_checkpoint(path, weights_only=False)  # every rank has written on return
         self.saved_step = step
         log.info("checkpoint: %s", path)
+        if self.keep:
+            if trainer.is_global_zero:
+                for older in purge_older(self.bench.run_dir, self.keep):
+                    log.info("checkpoint: removed %s (keep_latest_k=%d)", older, self.keep)
+            # No rank starts its next step's timer while rank 0 is still removing folders.
+            trainer.strategy.barrier("keep_latest_k")

@@ -256,6 +256,9 @@ class CheckpointConfig:
     on_signal: bool = True
     """On SIGUSR1 (Slurm's ``--signal=USR1@<seconds>`` warning before a time limit or
     preemption) save after the current step and stop."""
+    keep_latest_k: int = 0
+    """Keep only the run's newest K checkpoints, removing older ones of the same run folder
+    after each save (torchtitan's ``keep_latest_k``); 0 keeps every one."""
 
 
 @dataclass

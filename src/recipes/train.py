@@ -40,6 +40,7 @@ register_configs()
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 # Lightning notices an installed srun even when this process was not started by one.
 warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+RESUME_WARNING = r"You're resuming from a checkpoint that ended before the epoch ended"
 
 
 def setup_logging(rank: int, log_ranks: Sequence[int] | None = (0,)) -> None:
@@ -142,7 +143,11 @@ def run(cfg: DictConfig) -> dict | None:
         callbacks=callbacks,
         **backend.trainer_kwargs(cfg, layout),
     )
-    with distributed.process_group_scope():
+    with distributed.process_group_scope(), warnings.catch_warnings():
+        # Lightning calls a loader resumed mid-epoch "not resumable"; this one's sampler starts at
+        # the checkpoint's step (data.GlobalBatchSampler), with the samples the uninterrupted run
+        # would have seen there.
+        warnings.filterwarnings("ignore", message=RESUME_WARNING)
         module = backend.build_module(cfg, layout)
         trainer.fit(module, datamodule=TokenDataModule(cfg), ckpt_path=resume)
     return bench.summary

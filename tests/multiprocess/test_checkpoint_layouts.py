@@ -45,6 +45,17 @@ def test_checkpoint_folder_holds_dcp_shards_and_lightning_state(fsdp2_run):
     assert [p.name for p in (fsdp2_run / "checkpoint").iterdir()] == [f"step_{SAVE_AT}"]
 
 
+def test_keep_latest_k_leaves_the_newest_finished_checkpoints(train_run):
+    """Two ranks save after every step; once both have written, rank 0 removes all but the
+    newest two, and the run goes on to its end."""
+    run_dir = train_run(2, "checkpoint.every_n_steps=1", "checkpoint.keep_latest_k=2")
+    kept = sorted((run_dir / "checkpoint").iterdir())
+    assert [p.name for p in kept] == ["step_4", "step_5"]
+    for step in kept:
+        assert (step / "meta.pt").is_file() and len(list(step.glob("*.distcp"))) == 2
+    assert json.loads((run_dir / "summary.json").read_text())["valid"] is True
+
+
 @pytest.mark.parametrize("name", list(RESUME_LAYOUTS))
 def test_resumed_layout_continues_the_single_process_run(train_losses, train_run, fsdp2_run, name):
     reference = train_losses(1)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,30 @@ def test_latest_is_the_newest_checkpoint_under_output_dir(saved, compose_cfg):
     assert str(latest) == f"{second['run_dir']}/checkpoint/step_3"
 
 
+def test_keep_latest_k_removes_the_runs_older_checkpoints_only(saved, compose_cfg, tmp_path):
+    """Each save removes the run's checkpoints older than its newest K; the checkpoint it resumed
+    from, in another run folder, stays."""
+    _, first = saved
+    cfg = compose_cfg(
+        *SHORT,
+        "trainer.max_steps=7",
+        "checkpoint.every_n_steps=1",
+        "checkpoint.keep_latest_k=2",
+        f"checkpoint.resume_from={first['run_dir']}",
+        f"output_dir={tmp_path}",
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        resumed = run(cfg)
+    # Lightning's "dataloader is not resumable" does not apply: the sampler starts at step 5.
+    assert not [w for w in caught if "resuming from a checkpoint" in str(w.message)]
+    assert resumed["valid"] is True and resumed["steps"] == 3
+    checkpoints = Path(resumed["run_dir"]) / "checkpoint"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_6", "step_7"]
+    assert (Path(first["run_dir"]) / "checkpoint" / "step_4" / "meta.pt").is_file()
+    log = (Path(resumed["run_dir"]) / "train.log").read_text()
+    assert f"removed {checkpoints / 'step_5'} (keep_latest_k=2)" in log
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -97,6 +122,9 @@ def test_missing_checkpoints_are_named(tmp_path, compose_cfg):
         )
     with pytest.raises(ConfigError, match="every_n_steps=-1 must be >= 0"):
         run(compose_cfg(*SHORT, "checkpoint.every_n_steps=-1", f"output_dir={tmp_path}"))
+    with pytest.raises(ConfigError, match="keep_latest_k=-1 must be >= 0; use e.g."):
+        run(compose_cfg(*SHORT, "checkpoint.keep_latest_k=-1", f"output_dir={tmp_path}"))
+    assert not any(tmp_path.iterdir())  # refused before any run folder
 
 
 def test_auto_starts_afresh_without_a_checkpoint(tmp_path, compose_cfg):
