@@ -186,6 +186,10 @@ class ClusterConfig:
     """auto, gpu or cpu; auto takes the GPU where one is present."""
     comm_backend: str | None = None
     """torch.distributed backend: nccl (GPU default), gloo (CPU default), or any other torch has."""
+    comm_timeout_minutes: int = 30
+    """How long a collective may wait before the job fails, on every process group (the world's
+    and each parallel dimension's); Megatron's ``distributed_timeout_minutes``, Lightning's
+    default. Raise it where a step's collectives wait on slow work (a large checkpoint load)."""
     num_gpus: int | None = None
     """World size a dry run plans for; null means the processes actually launched."""
     gpu_type: str | None = None
@@ -409,6 +413,12 @@ def resolve_auto(cfg: DictConfig, *, cuda_available: bool) -> None:
         raise ConfigError(
             f"cluster.num_gpus={num_gpus} must be >= 1 (the world size a dry run plans for); "
             "use e.g. cluster.num_gpus=8, or null for the processes launched"
+        )
+    timeout = cfg.cluster.comm_timeout_minutes
+    if timeout < 1:
+        raise ConfigError(
+            f"cluster.comm_timeout_minutes={timeout} must be >= 1 (minutes a collective may "
+            "wait); use e.g. 30, Lightning's and Megatron's default"
         )
     if peak is not None and not peak > 0:
         raise ConfigError(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
+import torch
 import torch.distributed as dist
 
 RENDEZVOUS_VARS = (
@@ -59,3 +61,29 @@ def process_group_scope() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def set_timeout(minutes: int) -> None:
+    """Give every process group this rank is in the same collective timeout.
+
+    A group made after the world's (a device mesh's dimension, a Megatron group made without
+    one) has torch's default timeout for its backend, not the world's (10 minutes for NCCL):
+    this sets it once every group exists, as torchtitan does for its mesh."""
+    for group in list(dist.distributed_c10d._world.pg_map):
+        dist.distributed_c10d._set_pg_timeout(timedelta(minutes=minutes), group)
+
+
+def group_timeouts() -> list[float] | None:
+    """The distinct collective timeouts, in minutes, of the process groups this rank is in (for
+    the manifest); None outside a process group or where torch does not say."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    found = set()
+    for group in dist.distributed_c10d._world.pg_map:
+        for device in group._device_types:
+            options = getattr(group._get_backend(torch.device(device)), "options", None)
+            timeout = getattr(options, "_timeout", None)
+            if timeout is None:
+                return None
+            found.add(timeout.total_seconds() / 60)
+    return sorted(found)

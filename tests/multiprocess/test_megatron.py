@@ -6,6 +6,7 @@ that need a GPU with Transformer Engine (FP8, TE layers) are at the end, marked 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -45,6 +46,15 @@ def test_layout_matches_single_process(train_losses, name):
     assert len(reference) == 5 and reference[-1] < reference[0]
     losses = train_losses(2, *MEGATRON, *LAYOUTS[name])
     assert losses == pytest.approx(reference, abs=TOLERANCE)
+
+
+def test_comm_timeout_reaches_every_megatron_group(train_run, train_losses):
+    """Megatron's groups, its expert-data-parallel gloo group included, and the world's all wait
+    cluster.comm_timeout_minutes, as the manifest reads them from the live groups."""
+    overrides = (*MEGATRON, "parallelism.tp=2", "cluster.comm_timeout_minutes=7")
+    manifest = json.loads((train_run(2, *overrides) / "manifest.json").read_text())
+    assert manifest["comm_timeout_minutes"] == [7.0]
+    assert train_losses(2, *overrides) == pytest.approx(train_losses(1, *REFERENCE), abs=TOLERANCE)
 
 
 def _checkpoints(root) -> dict[tuple[int, int], str]:

@@ -160,6 +160,7 @@ def test_unknown_group_option_fails(compose_cfg):
         # The machine.
         (["cluster.num_gpus=0", "dry_run=true"], 1, r"cluster.num_gpus=0 must be >= 1"),
         (["cluster.peak_tflops=0"], 1, r"cluster.peak_tflops=0.0 must be > 0"),
+        (["cluster.comm_timeout_minutes=0"], 1, r"comm_timeout_minutes=0 must be >= 1 \(minutes"),
         (["cluster.comm_backend=foo"], 1, r"comm_backend='foo' is not a torch.distributed"),
         (["cluster.comm_backend='cpu:gloo,cuda:foo'"], 1, r"'cpu:gloo,cuda:foo' is not a torch"),
         (["cluster.comm_backend=nccl"], 1, r"comm_backend='nccl' (is not built|needs GPUs)"),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from recipes import distributed
 from recipes.stage import checkout_head
 
 PACKAGES = ("recipes", "torch", "lightning", "hydra-core", "omegaconf", "torchao", "megatron-core")
@@ -130,6 +131,8 @@ def build_manifest(world_size: int) -> dict:
         "host": socket.gethostname(),
         "nodes": node_list(),
         "world_size": world_size,
+        # As the process groups hold it, the mesh's and Megatron's groups included.
+        "comm_timeout_minutes": distributed.group_timeouts(),
         "job_total_gpus": int(os.environ.get("RECIPES_JOB_TOTAL_GPUS") or world_size),
         "container_image": os.environ.get("RECIPES_CONTAINER_IMAGE") or (stage or {}).get("image"),
         "container_digest": (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from megatron.core.transformer.module import Float16Module
 from megatron.core.utils import get_model_config
 from omegaconf import DictConfig
 
+from recipes import distributed
 from recipes.backends.megatron import env
 from recipes.backends.megatron.checkpoint import load, save
 from recipes.backends.megatron.provider import uses_transformer_engine
@@ -39,7 +41,11 @@ class MegatronStrategy(DDPStrategy):
     strategy_name = "megatron"
 
     def __init__(self, cfg: DictConfig, **kwargs: Any) -> None:
-        super().__init__(process_group_backend=cfg.cluster.comm_backend, **kwargs)
+        super().__init__(
+            process_group_backend=cfg.cluster.comm_backend,
+            timeout=timedelta(minutes=cfg.cluster.comm_timeout_minutes),
+            **kwargs,
+        )
         self.cfg = cfg
 
     # -- process groups -----------------------------------------------------------------------
@@ -56,7 +62,10 @@ class MegatronStrategy(DDPStrategy):
             virtual_pipeline_model_parallel_size=par.vp if par.vp > 1 else None,
             context_parallel_size=par.cp,
             num_distributed_optimizer_instances=par.dp_replicate,
+            distributed_timeout_minutes=self.cfg.cluster.comm_timeout_minutes,
         )
+        # megatron-core 0.16 makes its expert-data-parallel gloo group with torch's default.
+        distributed.set_timeout(self.cfg.cluster.comm_timeout_minutes)
         tensor_parallel.model_parallel_cuda_manual_seed(self.cfg.seed)
 
     @property

@@ -101,7 +101,9 @@ class NativeBackend:
             autocast = cfg.dtype.name == "bf16"
         return {
             "accelerator": cfg.cluster.accelerator,
-            "strategy": NativeParallelStrategy(layout, cfg.cluster.comm_backend),
+            "strategy": NativeParallelStrategy(
+                layout, cfg.cluster.comm_backend, cfg.cluster.comm_timeout_minutes
+            ),
             "precision": "bf16-mixed" if autocast else "32-true",
             **distributed.lightning_devices(),
         }

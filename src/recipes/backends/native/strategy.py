@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
+from recipes import distributed
 from recipes.checkpoint import load_loader_state
 from recipes.plan.layout import Layout
 
@@ -85,17 +87,22 @@ def build_mesh(layout: Layout, device_type: str) -> Meshes:
 class NativeParallelStrategy(ModelParallelStrategy):
     """``ModelParallelStrategy`` extended to pipeline and context parallelism."""
 
-    def __init__(self, layout: Layout, process_group_backend: str | None = None) -> None:
+    def __init__(
+        self, layout: Layout, process_group_backend: str | None = None, timeout_minutes: int = 30
+    ) -> None:
         super().__init__(
             data_parallel_size=layout.dp,
             tensor_parallel_size=layout.tp,
             process_group_backend=process_group_backend,
+            timeout=timedelta(minutes=timeout_minutes),
         )
         self.layout = layout
+        self.timeout_minutes = timeout_minutes
 
     def setup_environment(self) -> None:
         self._setup_distributed()  # accelerator setup + process group, as the parent does
         self.meshes = build_mesh(self.layout, self.root_device.type)
+        distributed.set_timeout(self.timeout_minutes)  # the mesh's groups too
         self._device_mesh = self.meshes.world
         self.lightning_module._device_mesh = self._device_mesh
 
