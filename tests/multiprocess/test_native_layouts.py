@@ -45,9 +45,9 @@ def test_layout_matches_single_process(train_losses, name):
 
 
 def test_comm_timeout_reaches_the_world_and_every_mesh_group(train_run):
-    """TP x PP on 4 ranks makes mesh groups beside the world's; all of them wait
+    """PP2 makes mesh groups beside the world's (one per dimension of size 1); all of them wait
     cluster.comm_timeout_minutes, as the manifest reads them from the live groups."""
-    run_dir = train_run(4, "parallelism.tp=2", "parallelism.pp=2", "cluster.comm_timeout_minutes=7")
+    run_dir = train_run(2, "parallelism.pp=2", "cluster.comm_timeout_minutes=7")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["comm_timeout_minutes"] == [7.0]
     default = json.loads((train_run(2, *LAYOUTS["tp2"][1]) / "manifest.json").read_text())
